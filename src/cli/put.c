@@ -1,0 +1,444 @@
+/*
+ * put.c — upload a file (or a directory, recursively) sending only what the
+ * server lacks.
+ *
+ * Two threads per file: a producer chunks and hashes the file (cdc_stream,
+ * hashing on every core) and builds the manifest tree; the sender (the
+ * calling thread) takes level-1 nodes in batches and runs the exchange of
+ * docs/WIRE.md: OFFER the batch's node ids, send the bodies of the nodes the
+ * server lacks, then only the chunks it lacks, then SYNC.  Upper tree levels
+ * follow, one batch per level, then COMMIT.  So an edit costs one offer per
+ * ~1 MiB of file (32 bytes) plus the changed nodes and chunks.
+ *
+ * Memory: chunk bytes are never held; the sender re-reads them with pread
+ * (the producer just read them, so they come from the page cache).  A batch
+ * holds at most PUT_BATCH_NODES level-1 nodes with their chunk offsets, at
+ * most PUT_QUEUE batches are queued, and upper-level nodes (one per ~1 MiB ×
+ * 32 of file) are kept until the end.
+ */
+#include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define PUT_BATCH_NODES 64
+#define PUT_QUEUE 3
+
+typedef struct span {
+	uint64_t off;
+	uint32_t len;
+} span;
+
+typedef struct node_item {
+	uint8_t id[HASH_LEN];
+	uint8_t level;
+	uint16_t len;
+	uint8_t bytes[TREE_NODE_MAX];
+	uint64_t size;
+	span chunks[TREE_MAX_FANOUT]; /* level 1: where each child is in the file */
+} node_item;
+
+typedef struct batch {
+	unsigned n;
+	bool last;
+	uint64_t bytes; /* file bytes covered */
+	node_item nodes[PUT_BATCH_NODES];
+} batch;
+
+typedef struct producer {
+	int fd;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	batch *queue[PUT_QUEUE];
+	unsigned head, count;
+	bool stop; /* sender gave up */
+	int rc;    /* producer's result: 0 running, 1 done, <0 failed */
+	char err[256]; /* its message (error messages are per thread) */
+
+	batch *cur;
+	tree_builder *tb;
+	span pending[TREE_MAX_FANOUT]; /* chunks since the last level-1 node */
+	unsigned npending;
+	node_item *upper; /* nodes of level ≥ 2, children first */
+	size_t nupper, capupper;
+	uint8_t root[HASH_LEN];
+	uint64_t size;
+} producer;
+
+typedef struct put_stats {
+	uint64_t files, file_bytes, sent, nodes_sent, chunks_sent;
+} put_stats;
+
+/* ---- producer ---- */
+
+static int queue_push(producer *p, batch *b)
+{
+	pthread_mutex_lock(&p->mu);
+	while (p->count == PUT_QUEUE && !p->stop)
+		pthread_cond_wait(&p->cv, &p->mu);
+	int rc = p->stop ? SS_ECLOSED : 0;
+	if (!rc) {
+		p->queue[(p->head + p->count++) % PUT_QUEUE] = b;
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (rc)
+		free(b);
+	return rc;
+}
+
+static batch *queue_pop(producer *p)
+{
+	pthread_mutex_lock(&p->mu);
+	while (p->count == 0 && p->rc == 0)
+		pthread_cond_wait(&p->cv, &p->mu);
+	batch *b = NULL;
+	if (p->count) {
+		b = p->queue[p->head];
+		p->head = (p->head + 1) % PUT_QUEUE;
+		p->count--;
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return b;
+}
+
+static int on_node(void *ctx, uint8_t level, const uint8_t *node, size_t len, const uint8_t id[HASH_LEN],
+		   uint64_t size)
+{
+	producer *p = ctx;
+	node_item *it;
+	if (level == 1) {
+		if (!p->cur)
+			p->cur = xcalloc(1, sizeof *p->cur);
+		it = &p->cur->nodes[p->cur->n++];
+		tree_node nd;
+		SS_ASSERT(tree_node_decode(node, len, &nd) == 0 && nd.count == p->npending);
+		memcpy(it->chunks, p->pending, sizeof(span) * p->npending);
+		p->npending = 0;
+		p->cur->bytes += size;
+	} else {
+		if (p->nupper == p->capupper) {
+			p->capupper = p->capupper ? 2 * p->capupper : 16;
+			p->upper = xrealloc(p->upper, p->capupper * sizeof *p->upper);
+		}
+		it = &p->upper[p->nupper++];
+	}
+	memcpy(it->id, id, HASH_LEN);
+	it->level = level;
+	it->len = (uint16_t)len;
+	it->size = size;
+	memcpy(it->bytes, node, len);
+	if (level == 1 && p->cur->n == PUT_BATCH_NODES) {
+		batch *b = p->cur;
+		p->cur = NULL;
+		return queue_push(p, b);
+	}
+	return 0;
+}
+
+static int on_chunk(void *ctx, const cdc_chunk *c)
+{
+	producer *p = ctx;
+	SS_ASSERT(p->npending < TREE_MAX_FANOUT);
+	p->pending[p->npending++] = (span){c->off, c->len};
+	return tree_add(p->tb, c->id, c->len);
+}
+
+static void *producer_main(void *arg)
+{
+	producer *p = arg;
+	int rc = cdc_stream(p->fd, 0, on_chunk, p);
+	if (!rc)
+		rc = tree_finish(p->tb, p->root, &p->size);
+	if (!rc) {
+		batch *b = p->cur ? p->cur : xcalloc(1, sizeof *b);
+		p->cur = NULL;
+		b->last = true;
+		rc = queue_push(p, b);
+	}
+	pthread_mutex_lock(&p->mu);
+	if (rc)
+		snprintf(p->err, sizeof p->err, "%s", ss_errmsg(rc));
+	p->rc = rc ? rc : 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* ---- sender ---- */
+
+typedef struct sender {
+	client *cl;
+	int fd;
+	buf data;
+	buf z;
+	ZSTD_CCtx *cctx;
+	put_stats *stats;
+} sender;
+
+static bool bit(const uint8_t *bits, unsigned i) { return bits[i / 8] >> (i % 8) & 1; }
+
+static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
+{
+	buf_reset(&s->data);
+	int rc = buf_reserve(&s->data, sp.len);
+	if (rc || (rc = pread_full(s->fd, s->data.p, sp.len, sp.off)))
+		return rc;
+	uint8_t check[HASH_LEN];
+	sha256(s->data.p, sp.len, check);
+	if (memcmp(check, id, HASH_LEN))
+		return ss_fail(SS_EIO, "the file changed while it was being uploaded");
+	size_t z = ZSTD_compressCCtx(s->cctx, s->z.p, s->z.cap, s->data.p, sp.len, 1);
+	if (!ZSTD_isError(z) && z < sp.len - sp.len / 8)
+		rc = wire_chunk(&s->cl->io.out, id, WIRE_CHUNK_ZSTD, sp.len, s->z.p, z);
+	else
+		rc = wire_chunk(&s->cl->io.out, id, 0, sp.len, s->data.p, sp.len);
+	s->stats->chunks_sent++;
+	return rc ? rc : msgio_maybe_flush(&s->cl->io);
+}
+
+/*
+ * One OFFER/NODE/CHUNK/SYNC round for n nodes.  Level-1 nodes have spans
+ * and their missing chunks are sent; for higher levels every child was
+ * uploaded by an earlier round, so a missing child is a protocol failure.
+ */
+static int send_round(sender *s, node_item *nodes, unsigned n)
+{
+	msgio *io = &s->cl->io;
+	msg *m = s->cl->m;
+	uint8_t ids[PUT_BATCH_NODES * HASH_LEN], want[PUT_BATCH_NODES / 8];
+	int rc;
+	SS_ASSERT(n <= PUT_BATCH_NODES);
+	if (n == 0)
+		return 0;
+	for (unsigned i = 0; i < n; i++)
+		memcpy(ids + i * HASH_LEN, nodes[i].id, HASH_LEN);
+	if ((rc = wire_ids(&io->out, MSG_OFFER, ids, (uint16_t)n)) || (rc = msgio_expect(io, MSG_WANT, m)))
+		return rc;
+	if (m->want.count != n)
+		return ss_fail(SS_EPROTO, "server answered %u of %u offers", m->want.count, n);
+	memcpy(want, m->want.bits, (n + 7) / 8);
+
+	unsigned nwanted = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (!bit(want, i))
+			continue;
+		if ((rc = wire_node(&io->out, nodes[i].bytes, nodes[i].len)))
+			return rc;
+		s->stats->nodes_sent++;
+		nwanted++;
+	}
+	if (!nwanted)
+		return 0;
+	/* Replies come in the order the nodes went out. */
+	uint8_t (*child_want)[TREE_MAX_FANOUT / 8] = xmalloc(sizeof *child_want * nwanted);
+	for (unsigned i = 0, k = 0; i < n && !rc; i++) {
+		if (!bit(want, i))
+			continue;
+		if (!(rc = msgio_expect(io, MSG_WANT, m)))
+			memcpy(child_want[k++], m->want.bits, (m->want.count + 7) / 8);
+	}
+	for (unsigned i = 0, k = 0; i < n && !rc; i++) {
+		if (!bit(want, i))
+			continue;
+		tree_node nd;
+		SS_ASSERT(tree_node_decode(nodes[i].bytes, nodes[i].len, &nd) == 0);
+		for (unsigned j = 0; j < nd.count && !rc; j++) {
+			if (!bit(child_want[k], j))
+				continue;
+			if (nd.level != 1) {
+				rc = ss_fail(SS_EPROTO, "server lost a tree node uploaded earlier in this put");
+				break;
+			}
+			tree_entry e;
+			tree_node_entry(&nd, j, &e);
+			rc = send_chunk(s, e.id, nodes[i].chunks[j]);
+		}
+		k++;
+	}
+	free(child_want);
+	if (!rc && !(rc = wire_empty(&io->out, MSG_SYNC)))
+		rc = msgio_expect(io, MSG_OK, m);
+	return rc;
+}
+
+/* Upload one regular file to remote path; fd open for reading. */
+static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb, const char *remote,
+		    put_stats *stats)
+{
+	msgio *io = &cl->io;
+	int64_t mtime = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+	uint64_t sent0 = io->sent;
+	int rc = wire_put(&io->out, remote, (uint64_t)sb->st_size, sb->st_mode & 07777, mtime, 0);
+	if (rc || (rc = msgio_expect(io, MSG_OK, cl->m)))
+		return rc;
+
+	producer *p = xcalloc(1, sizeof *p);
+	p->fd = fd;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->tb = xmalloc(sizeof *p->tb);
+	tree_init(p->tb, on_node, p);
+	sender s = {.cl = cl, .fd = fd, .stats = stats};
+	buf_init(&s.data, CDC_MAX);
+	buf_init(&s.z, ZSTD_compressBound(CDC_MAX));
+	buf_reserve(&s.z, ZSTD_compressBound(CDC_MAX));
+	s.cctx = ZSTD_createCCtx();
+
+	progress pg;
+	progress_init(&pg, remote, (uint64_t)sb->st_size, o->quiet);
+	pthread_t th;
+	pthread_create(&th, NULL, producer_main, p);
+	uint64_t done = 0;
+	for (;;) {
+		batch *b = queue_pop(p);
+		if (!b) {
+			rc = p->rc < 0 ? ss_fail(p->rc, "%s", p->err)
+				       : ss_fail(SS_EIO, "chunker ended without its last batch");
+			break;
+		}
+		rc = send_round(&s, b->nodes, b->n);
+		done += b->bytes;
+		progress_update(&pg, done);
+		bool last = b->last;
+		free(b);
+		if (rc || last)
+			break;
+	}
+	/* Stop the producer (if the sender failed) and collect it. */
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	pthread_join(th, NULL);
+	while (p->count) {
+		free(p->queue[p->head]);
+		p->head = (p->head + 1) % PUT_QUEUE;
+		p->count--;
+	}
+	free(p->cur);
+
+	/* Upper levels, bottom up: every level in one or more rounds. */
+	for (size_t i = 0; !rc && i < p->nupper;) {
+		size_t j = i;
+		while (j < p->nupper && j - i < PUT_BATCH_NODES && p->upper[j].level == p->upper[i].level)
+			j++;
+		rc = send_round(&s, p->upper + i, (unsigned)(j - i));
+		i = j;
+	}
+	if (!rc && p->size != (uint64_t)sb->st_size)
+		rc = ss_fail(SS_EIO, "the file changed size while it was being uploaded");
+	if (!rc && !(rc = wire_commit(&io->out, p->root, p->size)))
+		rc = msgio_expect(io, MSG_OK, cl->m);
+	progress_end(&pg);
+	if (!rc) {
+		stats->files++;
+		stats->file_bytes += p->size;
+	}
+	stats->sent += io->sent - sent0;
+
+	ZSTD_freeCCtx(s.cctx);
+	buf_free(&s.data);
+	buf_free(&s.z);
+	free(p->upper);
+	free(p->tb);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	free(p);
+	return rc;
+}
+
+/* ---- directories ---- */
+
+static int put_path(const cli_opts *o, client *cl, const char *local, const char *remote, put_stats *stats,
+		    int depth);
+
+static int put_dir(const cli_opts *o, client *cl, const char *local, const char *remote, put_stats *stats,
+		   int depth)
+{
+	if (depth > 64)
+		return ss_fail(SS_ETOOBIG, "directory tree deeper than 64 levels at %s", local);
+	/* Sorted, so uploads are in a predictable order. */
+	struct dirent **names;
+	int n = scandir(local, &names, NULL, alphasort);
+	if (n < 0)
+		return ss_fail_errno("cannot read directory %s", local);
+	int rc = 0;
+	for (int i = 0; i < n; i++) {
+		const char *nm = names[i]->d_name;
+		if (!rc && strcmp(nm, ".") && strcmp(nm, "..")) {
+			char l[PATH_MAX], r[SS_PATH_MAX + 1];
+			if (!(rc = path_join(l, sizeof l, local, nm)) && !(rc = path_join(r, sizeof r, remote, nm)))
+				rc = put_path(o, cl, l, r, stats, depth + 1);
+		}
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+static int put_path(const cli_opts *o, client *cl, const char *local, const char *remote, put_stats *stats,
+		    int depth)
+{
+	struct stat sb;
+	if (lstat(local, &sb) < 0)
+		return ss_fail_errno("cannot stat %s", local);
+	if (S_ISDIR(sb.st_mode))
+		return put_dir(o, cl, local, remote, stats, depth);
+	if (!S_ISREG(sb.st_mode)) {
+		fprintf(stderr, "syncstore: put: skipping %s: not a regular file\n", local);
+		return 0;
+	}
+	int rc = path_check(remote, strlen(remote));
+	if (rc)
+		return rc;
+	int fd = open(local, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ss_fail_errno("cannot open %s", local);
+	rc = put_file(o, cl, fd, &sb, remote, stats);
+	close(fd);
+	return rc;
+}
+
+int cmd_put(const cli_opts *o, int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: syncstore put LOCAL_FILE_OR_DIR REMOTE_PATH\n");
+		return EXIT_USAGE;
+	}
+	const char *local = argv[1], *remote = argv[2];
+	int rc = path_check(remote, strlen(remote));
+	if (rc)
+		return cli_fail("put", rc);
+	struct stat sb;
+	if (stat(local, &sb) < 0)
+		return cli_fail("put", ss_fail_errno("cannot stat %s", local));
+	client cl;
+	if ((rc = client_connect(o, &cl)))
+		return cli_fail("put", rc);
+	put_stats stats = {0};
+	double t0 = now_mono();
+	rc = put_path(o, &cl, local, remote, &stats, 0);
+	client_close(&cl);
+	if (rc)
+		return cli_fail("put", rc);
+	if (!o->quiet) {
+		char size[16], sent[16];
+		fmt_size(stats.file_bytes, size);
+		fmt_size(stats.sent, sent);
+		double pct = stats.file_bytes ? 100.0 * (double)stats.sent / (double)stats.file_bytes : 0;
+		printf("put %s: %llu file%s, %s, sent %s (%.1f%% of the data) in %.2f s\n", remote,
+		       (unsigned long long)stats.files, stats.files == 1 ? "" : "s", size, sent, pct, now_mono() - t0);
+	}
+	return 0;
+}

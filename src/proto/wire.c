@@ -1,0 +1,446 @@
+/*
+ * wire.c — encoders and the bounds-checked decoder for wire.h's frames.
+ *
+ * The reader is BoringSSL's CBS in miniature: a pointer and a remaining
+ * length; every read checks first and the whole decode fails on the first
+ * short field.  Nothing here touches a socket, so the decoder is fuzzed
+ * directly (fuzz/fuzz_wire.c).
+ */
+#include "wire.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct rd {
+	const uint8_t *p;
+	size_t n;
+	int bad;
+} rd;
+
+static const uint8_t *take(rd *r, size_t n)
+{
+	if (r->bad || r->n < n) {
+		r->bad = 1;
+		return NULL;
+	}
+	const uint8_t *p = r->p;
+	r->p += n;
+	r->n -= n;
+	return p;
+}
+
+static uint8_t get8(rd *r)
+{
+	const uint8_t *p = take(r, 1);
+	return p ? p[0] : 0;
+}
+
+static uint16_t get16(rd *r)
+{
+	const uint8_t *p = take(r, 2);
+	return p ? rd16(p) : 0;
+}
+
+static uint32_t get32(rd *r)
+{
+	const uint8_t *p = take(r, 4);
+	return p ? rd32(p) : 0;
+}
+
+static uint64_t get64(rd *r)
+{
+	const uint8_t *p = take(r, 8);
+	return p ? rd64(p) : 0;
+}
+
+static void get_id(rd *r, uint8_t out[HASH_LEN])
+{
+	const uint8_t *p = take(r, HASH_LEN);
+	if (p)
+		memcpy(out, p, HASH_LEN);
+}
+
+/* A str: u16 length + bytes.  Refuses NUL bytes and anything over cap-1. */
+static void get_str(rd *r, char *out, size_t cap)
+{
+	uint16_t len = get16(r);
+	const uint8_t *p = take(r, len);
+	if (!p || len >= cap || memchr(p, 0, len)) {
+		r->bad = 1;
+		out[0] = 0;
+		return;
+	}
+	memcpy(out, p, len);
+	out[len] = 0;
+}
+
+static void get_record(rd *r, record *rec)
+{
+	memset(rec, 0, sizeof *rec);
+	get_str(r, rec->path, sizeof rec->path);
+	rec->seq = get64(r);
+	rec->size = get64(r);
+	rec->mode = get32(r);
+	rec->mtime_ns = (int64_t)get64(r);
+	get_id(r, rec->root);
+	rec->deleted = get8(r) != 0;
+	rec->origin = get64(r);
+	rec->otime_ns = (int64_t)get64(r);
+	rec->vv.n = get8(r);
+	if (rec->vv.n > VV_MAX) {
+		r->bad = 1;
+		return;
+	}
+	for (unsigned i = 0; i < rec->vv.n; i++) {
+		rec->vv.e[i].node = get64(r);
+		rec->vv.e[i].counter = get64(r);
+	}
+}
+
+int wire_header(const uint8_t hdr[WIRE_HDR], uint32_t *payload_len, uint8_t *type)
+{
+	uint32_t len = rd32(hdr);
+	if (len < 1 || len > WIRE_MAX_FRAME)
+		return ss_fail(SS_EPROTO, "frame length %u out of range (1..%u)", len, WIRE_MAX_FRAME);
+	*payload_len = len - 1;
+	*type = hdr[4];
+	return 0;
+}
+
+int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
+{
+	rd r = {p, n, 0};
+	m->type = type;
+	switch (type) {
+	case MSG_HELLO: {
+		const uint8_t *magic = take(&r, 8);
+		if (magic && memcmp(magic, WIRE_MAGIC, 8))
+			return ss_fail(SS_EPROTO, "not a syncstore peer (bad hello magic)");
+		m->hello.max_version = get16(&r);
+		m->hello.min_version = get16(&r);
+		m->hello.flags = get32(&r);
+		break;
+	}
+	case MSG_ERROR:
+		m->error.code = (int32_t)get32(&r);
+		get_str(&r, m->error.text, sizeof m->error.text);
+		break;
+	case MSG_OK:
+		m->ok.value = get64(&r);
+		break;
+	case MSG_END:
+	case MSG_SYNC:
+	case MSG_STATUS:
+		break;
+	case MSG_PUT:
+		get_str(&r, m->put.path, sizeof m->put.path);
+		m->put.size = get64(&r);
+		m->put.mode = get32(&r);
+		m->put.mtime_ns = (int64_t)get64(&r);
+		m->put.flags = get32(&r);
+		break;
+	case MSG_OFFER:
+		m->offer.count = get16(&r);
+		if (m->offer.count > WIRE_MAX_OFFER)
+			return ss_fail(SS_EPROTO, "offer of %u ids exceeds the limit of %u", m->offer.count, WIRE_MAX_OFFER);
+		m->offer.ids = take(&r, (size_t)m->offer.count * HASH_LEN);
+		break;
+	case MSG_WANT:
+		m->want.count = get16(&r);
+		if (m->want.count > WIRE_MAX_OFFER)
+			return ss_fail(SS_EPROTO, "want of %u items exceeds the limit of %u", m->want.count, WIRE_MAX_OFFER);
+		m->want.bits = take(&r, (m->want.count + 7u) / 8);
+		break;
+	case MSG_NODE:
+		if (n > TREE_NODE_MAX)
+			return ss_fail(SS_EPROTO, "tree node of %zu bytes exceeds %d", n, TREE_NODE_MAX);
+		m->node.bytes = take(&r, n);
+		m->node.len = (uint32_t)n;
+		break;
+	case MSG_CHUNK:
+		get_id(&r, m->chunk.id);
+		m->chunk.flags = get8(&r);
+		m->chunk.raw_len = get32(&r);
+		if (m->chunk.flags & ~WIRE_CHUNK_ZSTD)
+			return ss_fail(SS_EPROTO, "chunk with unknown flags 0x%x", m->chunk.flags);
+		if (m->chunk.raw_len > CDC_MAX)
+			return ss_fail(SS_EPROTO, "chunk of %u bytes exceeds %d", m->chunk.raw_len, CDC_MAX);
+		m->chunk.len = (uint32_t)r.n;
+		m->chunk.data = take(&r, r.n);
+		if (!(m->chunk.flags & WIRE_CHUNK_ZSTD) && m->chunk.len != m->chunk.raw_len)
+			return ss_fail(SS_EPROTO, "chunk length %u does not match raw length %u", m->chunk.len,
+				       m->chunk.raw_len);
+		break;
+	case MSG_COMMIT:
+		get_id(&r, m->commit.root);
+		m->commit.size = get64(&r);
+		break;
+	case MSG_GET:
+		get_str(&r, m->get.path, sizeof m->get.path);
+		m->get.version = get64(&r);
+		break;
+	case MSG_LIST:
+	case MSG_STAT:
+	case MSG_LOG:
+		get_str(&r, m->path.path, sizeof m->path.path);
+		break;
+	case MSG_RM:
+		get_str(&r, m->rm.path, sizeof m->rm.path);
+		m->rm.flags = get32(&r);
+		break;
+	case MSG_MV:
+		get_str(&r, m->mv.from, sizeof m->mv.from);
+		get_str(&r, m->mv.to, sizeof m->mv.to);
+		break;
+	case MSG_META:
+	case MSG_ENTRY:
+		get_record(&r, &m->rec);
+		break;
+	case MSG_SERVER: {
+		wire_server *s = &m->server;
+		get_id(&r, s->id);
+		get_str(&r, s->addr, sizeof s->addr);
+		s->self = get8(&r);
+		s->connected = get8(&r);
+		s->head_seq = get64(&r);
+		s->pending_records = get64(&r);
+		s->pending_bytes = get64(&r);
+		s->files = get64(&r);
+		s->bytes = get64(&r);
+		s->chunks = get64(&r);
+		s->chunk_bytes = get64(&r);
+		get_id(&r, s->digest);
+		s->durable_of = get16(&r);
+		break;
+	}
+	default:
+		return ss_fail(SS_EPROTO, "unknown message type %u", type);
+	}
+	if (r.bad)
+		return ss_fail(SS_EPROTO, "truncated or malformed message (type %u, %zu bytes)", type, n);
+	if (r.n)
+		return ss_fail(SS_EPROTO, "%zu trailing bytes after message type %u", r.n, type);
+	return 0;
+}
+
+int wire_negotiate(const msg *hello, uint16_t *version)
+{
+	uint16_t v = MIN(hello->hello.max_version, (uint16_t)WIRE_VERSION);
+	if (v < hello->hello.min_version || v < WIRE_MIN_VERSION)
+		return ss_fail(SS_EPROTO, "no common protocol version (peer speaks %u..%u, we speak %u..%u)",
+			       hello->hello.min_version, hello->hello.max_version, WIRE_MIN_VERSION, WIRE_VERSION);
+	*version = v;
+	return 0;
+}
+
+/* ---- encoding ---- */
+
+/* Open a frame: reserve the header; frame_end patches the length. */
+static int frame_begin(buf *b, uint8_t type, size_t payload_hint)
+{
+	int rc = buf_reserve(b, WIRE_HDR + payload_hint);
+	if (rc)
+		return rc;
+	uint8_t hdr[WIRE_HDR] = {0, 0, 0, 0, type};
+	return buf_append(b, hdr, WIRE_HDR);
+}
+
+static int frame_end(buf *b, size_t start)
+{
+	size_t len = b->len - start - 4;
+	SS_ASSERT(len >= 1 && len <= WIRE_MAX_FRAME);
+	le32(b->p + start, (uint32_t)len);
+	return 0;
+}
+
+static int put8(buf *b, uint8_t v) { return buf_append(b, &v, 1); }
+static int put16(buf *b, uint16_t v) { uint8_t t[2]; le16(t, v); return buf_append(b, t, 2); }
+static int put32(buf *b, uint32_t v) { uint8_t t[4]; le32(t, v); return buf_append(b, t, 4); }
+static int put64(buf *b, uint64_t v) { uint8_t t[8]; le64(t, v); return buf_append(b, t, 8); }
+
+static int put_str(buf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (n > UINT16_MAX)
+		return ss_fail(SS_ETOOBIG, "string of %zu bytes too long for the wire", n);
+	int rc = put16(b, (uint16_t)n);
+	return rc ? rc : buf_append(b, s, n);
+}
+
+/* Encoders build the payload with unchecked appends into a reserved frame;
+ * the buffer's own limit still applies, so `rc |=` collects any failure. */
+int wire_hello(buf *b)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_HELLO, 16);
+	rc |= buf_append(b, WIRE_MAGIC, 8);
+	rc |= put16(b, WIRE_VERSION);
+	rc |= put16(b, WIRE_MIN_VERSION);
+	rc |= put32(b, 0);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_error(buf *b, int code, const char *text)
+{
+	char t[WIRE_TEXT_MAX];
+	snprintf(t, sizeof t, "%s", text);
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_ERROR, 6 + strlen(t));
+	rc |= put32(b, (uint32_t)code);
+	rc |= put_str(b, t);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_ok(buf *b, uint64_t value)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_OK, 8);
+	rc |= put64(b, value);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_empty(buf *b, uint8_t type)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, type, 0);
+	return rc ? rc : frame_end(b, s);
+}
+
+int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mtime_ns, uint32_t flags)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_PUT, 32 + strlen(path));
+	rc |= put_str(b, path);
+	rc |= put64(b, size);
+	rc |= put32(b, mode);
+	rc |= put64(b, (uint64_t)mtime_ns);
+	rc |= put32(b, flags);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count)
+{
+	SS_ASSERT(count <= WIRE_MAX_OFFER);
+	size_t s = b->len;
+	int rc = frame_begin(b, type, 2 + (size_t)count * HASH_LEN);
+	rc |= put16(b, count);
+	rc |= buf_append(b, ids, (size_t)count * HASH_LEN);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_want(buf *b, const uint8_t *bits, uint16_t count)
+{
+	SS_ASSERT(count <= WIRE_MAX_OFFER);
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_WANT, 2 + (count + 7u) / 8);
+	rc |= put16(b, count);
+	rc |= buf_append(b, bits, (count + 7u) / 8);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_node(buf *b, const uint8_t *node, size_t len)
+{
+	SS_ASSERT(len <= TREE_NODE_MAX);
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_NODE, len);
+	rc |= buf_append(b, node, len);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_len, const void *data, size_t len)
+{
+	SS_ASSERT(raw_len <= CDC_MAX && len <= WIRE_MAX_FRAME - 64);
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_CHUNK, HASH_LEN + 5 + len);
+	rc |= buf_append(b, id, HASH_LEN);
+	rc |= put8(b, flags);
+	rc |= put32(b, raw_len);
+	rc |= buf_append(b, data, len);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_COMMIT, HASH_LEN + 8);
+	rc |= buf_append(b, root, HASH_LEN);
+	rc |= put64(b, size);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_get(buf *b, const char *path, uint64_t version)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_GET, 10 + strlen(path));
+	rc |= put_str(b, path);
+	rc |= put64(b, version);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_path(buf *b, uint8_t type, const char *path)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, type, 2 + strlen(path));
+	rc |= put_str(b, path);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_rm(buf *b, const char *path, uint32_t flags)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_RM, 6 + strlen(path));
+	rc |= put_str(b, path);
+	rc |= put32(b, flags);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_mv(buf *b, const char *from, const char *to)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_MV, 4 + strlen(from) + strlen(to));
+	rc |= put_str(b, from);
+	rc |= put_str(b, to);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_record(buf *b, uint8_t type, const record *r)
+{
+	SS_ASSERT(r->vv.n <= VV_MAX);
+	size_t s = b->len;
+	int rc = frame_begin(b, type, 128 + strlen(r->path) + 16 * r->vv.n);
+	rc |= put_str(b, r->path);
+	rc |= put64(b, r->seq);
+	rc |= put64(b, r->size);
+	rc |= put32(b, r->mode);
+	rc |= put64(b, (uint64_t)r->mtime_ns);
+	rc |= buf_append(b, r->root, HASH_LEN);
+	rc |= put8(b, r->deleted ? 1 : 0);
+	rc |= put64(b, r->origin);
+	rc |= put64(b, (uint64_t)r->otime_ns);
+	rc |= put8(b, (uint8_t)r->vv.n);
+	for (unsigned i = 0; i < r->vv.n; i++) {
+		rc |= put64(b, r->vv.e[i].node);
+		rc |= put64(b, r->vv.e[i].counter);
+	}
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}
+
+int wire_server_info(buf *b, const wire_server *v)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_SERVER, 160 + strlen(v->addr));
+	rc |= buf_append(b, v->id, HASH_LEN);
+	rc |= put_str(b, v->addr);
+	rc |= put8(b, v->self);
+	rc |= put8(b, v->connected);
+	rc |= put64(b, v->head_seq);
+	rc |= put64(b, v->pending_records);
+	rc |= put64(b, v->pending_bytes);
+	rc |= put64(b, v->files);
+	rc |= put64(b, v->bytes);
+	rc |= put64(b, v->chunks);
+	rc |= put64(b, v->chunk_bytes);
+	rc |= buf_append(b, v->digest, HASH_LEN);
+	rc |= put16(b, v->durable_of);
+	return rc ? SS_ETOOBIG : frame_end(b, s);
+}

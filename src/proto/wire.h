@@ -1,0 +1,125 @@
+/*
+ * wire — the framed binary protocol between clients and servers.
+ *
+ * Every message is one frame:
+ *
+ *   offset  size  field
+ *   ------  ----  ---------------------------------------------------------
+ *   0       4     length L of what follows (type + payload), u32 LE,
+ *                 1 ≤ L ≤ WIRE_MAX_FRAME; anything else closes the connection
+ *   4       1     message type (enum wire_type)
+ *   5       L-1   payload, fields in order, integers little-endian;
+ *                 str = u16 length + bytes (no NUL); id = 32 raw bytes
+ *
+ * The first frame each way is HELLO; the versions negotiate to the highest
+ * both support.  After that the client sends requests and reads replies; see
+ * docs/WIRE.md for every message's fields and the put/get exchanges.
+ *
+ * Decoding is pure: wire_decode() takes bytes and fills a msg or fails with
+ * SS_EPROTO on the first short or inconsistent field; trailing bytes are an
+ * error too.  Pointers in a decoded msg point into the caller's payload.
+ */
+#ifndef SS_WIRE_H
+#define SS_WIRE_H
+
+#include <stdint.h>
+
+#include "../store/store.h"
+#include "../util/util.h"
+
+#define WIRE_MAGIC "SYNCSTOR"
+#define WIRE_VERSION 1
+#define WIRE_MIN_VERSION 1
+#define WIRE_HDR 5
+#define WIRE_MAX_FRAME (1u << 20)
+#define WIRE_MAX_OFFER 1024 /* ids in one OFFER or WANT */
+#define WIRE_TEXT_MAX 512
+
+enum wire_type {
+	MSG_HELLO = 1,   /* magic[8], max_version u16, min_version u16, flags u32 */
+	MSG_ERROR = 2,   /* code i32, text str */
+	MSG_OK = 3,      /* value u64 */
+	MSG_END = 4,     /* end of a stream of ENTRY / SERVER frames */
+
+	MSG_PUT = 10,    /* path str, size u64, mode u32, mtime_ns i64, flags u32 */
+	MSG_OFFER = 11,  /* count u16, ids[count]: nodes the client has */
+	MSG_WANT = 12,   /* count u16, bitmap[(count+7)/8]: bit i set = send item i */
+	MSG_NODE = 13,   /* a manifest tree node's bytes */
+	MSG_CHUNK = 14,  /* id, flags u8 (1 = zstd), raw_len u32, bytes */
+	MSG_SYNC = 15,   /* (empty) — OK once every chunk and node so far is stored */
+	MSG_COMMIT = 16, /* root id, size u64 — OK(seq) once durable */
+
+	MSG_GET = 20,    /* path str, version u64 (0 = current) */
+	MSG_META = 21,   /* record (the version being sent); then NODE/CHUNK stream, END */
+
+	MSG_LIST = 30,   /* prefix str — ENTRY…, END */
+	MSG_ENTRY = 31,  /* record */
+	MSG_STAT = 32,   /* path str — ENTRY */
+	MSG_RM = 33,     /* path str, flags u32 (1 = recursive) — OK(count) */
+	MSG_MV = 34,     /* from str, to str — OK(seq) */
+	MSG_LOG = 35,    /* path str — ENTRY… newest first, END */
+
+	MSG_STATUS = 40, /* (empty) — SERVER…, END */
+	MSG_SERVER = 41, /* one server's state, see wire_server */
+};
+
+#define WIRE_RM_RECURSIVE 1u
+#define WIRE_CHUNK_ZSTD 1u
+
+typedef struct wire_server {
+	uint8_t id[HASH_LEN];
+	char addr[128];
+	uint8_t self, connected;
+	uint64_t head_seq, pending_records, pending_bytes, files, bytes, chunks, chunk_bytes;
+	uint8_t digest[HASH_LEN];
+	uint16_t durable_of; /* cluster size */
+} wire_server;
+
+typedef struct msg {
+	uint8_t type;
+	union {
+		struct { uint16_t max_version, min_version; uint32_t flags; } hello;
+		struct { int32_t code; char text[WIRE_TEXT_MAX]; } error;
+		struct { uint64_t value; } ok;
+		struct { char path[SS_PATH_MAX + 1]; uint64_t size; uint32_t mode; int64_t mtime_ns; uint32_t flags; } put;
+		struct { uint16_t count; const uint8_t *ids; } offer;
+		struct { uint16_t count; const uint8_t *bits; } want;
+		struct { const uint8_t *bytes; uint32_t len; } node;
+		struct { uint8_t id[HASH_LEN]; uint8_t flags; uint32_t raw_len; const uint8_t *data; uint32_t len; } chunk;
+		struct { uint8_t root[HASH_LEN]; uint64_t size; } commit;
+		struct { char path[SS_PATH_MAX + 1]; uint64_t version; } get;
+		struct { char path[SS_PATH_MAX + 1]; } path; /* LIST prefix, STAT, LOG */
+		struct { char path[SS_PATH_MAX + 1]; uint32_t flags; } rm;
+		struct { char from[SS_PATH_MAX + 1], to[SS_PATH_MAX + 1]; } mv;
+		record rec; /* META, ENTRY */
+		wire_server server;
+	};
+} msg;
+
+/* Validate a frame header: fills the payload length (L-1) and type. */
+int wire_header(const uint8_t hdr[WIRE_HDR], uint32_t *payload_len, uint8_t *type);
+/* Decode a payload of the given type.  0 or SS_EPROTO (message says why). */
+int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m);
+
+/* Encoders append one whole frame to b. */
+int wire_hello(buf *b);
+int wire_error(buf *b, int code, const char *text);
+int wire_ok(buf *b, uint64_t value);
+int wire_empty(buf *b, uint8_t type); /* END, SYNC, STATUS */
+int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mtime_ns, uint32_t flags);
+int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count); /* OFFER */
+int wire_want(buf *b, const uint8_t *bits, uint16_t count);
+int wire_node(buf *b, const uint8_t *node, size_t len);
+int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_len, const void *data, size_t len);
+int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size);
+int wire_get(buf *b, const char *path, uint64_t version);
+int wire_path(buf *b, uint8_t type, const char *path); /* LIST, STAT, LOG */
+int wire_rm(buf *b, const char *path, uint32_t flags);
+int wire_mv(buf *b, const char *from, const char *to);
+int wire_record(buf *b, uint8_t type, const record *r); /* META, ENTRY */
+int wire_server_info(buf *b, const wire_server *s);
+
+/* Negotiate: the version both speak, or SS_EPROTO. */
+int wire_negotiate(const msg *hello, uint16_t *version);
+
+#endif

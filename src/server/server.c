@@ -1,0 +1,196 @@
+/*
+ * server.c — start-up checks, the accept loop, connection threads, shutdown.
+ *
+ * Signals: SIGTERM and SIGINT are blocked in every thread and read from a
+ * signalfd in the accept loop, so shutdown is an ordinary event: stop
+ * accepting, shut down every live socket (their threads see EOF and release
+ * their leases), wait for the threads, close the store, exit 0.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct slot {
+	int fd; /* -1 when free */
+	pthread_t thread;
+} slot;
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	slot slots[SERVER_MAX_CONNS];
+	int live;
+	SSL_CTX *ctx;
+	server *srv;
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *conn_thread(void *arg)
+{
+	slot *s = arg;
+	conn c;
+	int rc = conn_accept(g.ctx, s->fd, SERVER_HANDSHAKE_MS, &c);
+	if (rc) {
+		log_info("connection refused: %s", ss_errmsg(rc));
+	} else {
+		session_run(g.srv, &c);
+		c.fd = -1; /* the slot owns the descriptor; closed below */
+		conn_close(&c);
+	}
+	pthread_mutex_lock(&g.mu);
+	close(s->fd);
+	s->fd = -1;
+	g.live--;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	return NULL;
+}
+
+static void accept_one(int lfd)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			log_warn("accept failed: %s", strerror(errno));
+		return;
+	}
+	pthread_mutex_lock(&g.mu);
+	slot *s = NULL;
+	for (int i = 0; i < SERVER_MAX_CONNS && !s; i++)
+		if (g.slots[i].fd < 0)
+			s = &g.slots[i];
+	if (!s) {
+		pthread_mutex_unlock(&g.mu);
+		log_warn("refusing a connection: %d connections already open", SERVER_MAX_CONNS);
+		close(fd);
+		return;
+	}
+	s->fd = fd;
+	g.live++;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int err = pthread_create(&s->thread, &attr, conn_thread, s);
+	pthread_attr_destroy(&attr);
+	if (err) {
+		log_warn("cannot start a connection thread: %s", strerror(err));
+		close(fd);
+		s->fd = -1;
+		g.live--;
+	}
+	pthread_mutex_unlock(&g.mu);
+}
+
+static void shutdown_connections(void)
+{
+	pthread_mutex_lock(&g.mu);
+	for (int i = 0; i < SERVER_MAX_CONNS; i++)
+		if (g.slots[i].fd >= 0)
+			shutdown(g.slots[i].fd, SHUT_RDWR);
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	while (g.live > 0)
+		if (pthread_cond_timedwait(&g.cv, &g.mu, &deadline) == ETIMEDOUT)
+			break;
+	if (g.live > 0)
+		log_warn("%d connections still busy at shutdown", g.live);
+	pthread_mutex_unlock(&g.mu);
+}
+
+/* Node name for a first-start identity: "server-HOST-PORT". */
+static void node_name(const char *listen, char *out, size_t n)
+{
+	snprintf(out, n, "server-%s", listen);
+	for (char *p = out; *p; p++)
+		if (*p == ':' || *p == '/')
+			*p = '-';
+}
+
+int server_main(const server_opts *o)
+{
+	server srv = {.opts = o};
+	char crt[PATH_MAX], key[PATH_MAX], name[96];
+	int rc;
+
+	if (o->npeers > 0 || o->ntrackers > 0)
+		log_warn("--peer and --tracker are accepted but replication and tracker registration are not "
+			 "implemented yet: this server runs alone");
+	if ((rc = store_open(o->data, &srv.st))) {
+		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		return 1;
+	}
+	node_name(o->listen, name, sizeof name);
+	if ((rc = tls_identity(o->tls, o->data, "node", ROLE_SERVER, name, crt, key)) ||
+	    (rc = tls_cert_id(crt, srv.node_id))) {
+		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		store_close(srv.st);
+		return 1;
+	}
+	uint64_t short_id = 0;
+	for (int i = 0; i < 8; i++)
+		short_id = short_id << 8 | srv.node_id[i];
+	store_set_node(srv.st, short_id);
+
+	g.ctx = tls_ctx_new(o->tls, crt, key, 1);
+	if (!g.ctx) {
+		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(SS_ETLS));
+		store_close(srv.st);
+		return 1;
+	}
+	int lfd = tcp_listen(o->listen, 128);
+	if (lfd < 0) {
+		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(lfd));
+		SSL_CTX_free(g.ctx);
+		store_close(srv.st);
+		return 1;
+	}
+	g.srv = &srv;
+	for (int i = 0; i < SERVER_MAX_CONNS; i++)
+		g.slots[i].fd = -1;
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+
+	char hex[HASH_HEX_LEN + 1];
+	hex_encode(srv.node_id, HASH_LEN, hex);
+	log_info("node %.16s listening on %s (data %s)", hex, o->listen, o->data);
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("poll failed: %s", strerror(errno));
+			break;
+		}
+		if (p[1].revents) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof si) == sizeof si)
+				log_info("signal %u: shutting down", si.ssi_signo);
+			break;
+		}
+		if (p[0].revents)
+			accept_one(lfd);
+	}
+	close(lfd);
+	shutdown_connections();
+	store_close(srv.st);
+	SSL_CTX_free(g.ctx);
+	close(sfd);
+	log_info("stopped");
+	return 0;
+}

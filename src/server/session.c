@@ -1,0 +1,564 @@
+/*
+ * session.c — one client connection: requests in, replies out.
+ *
+ * Put (see docs/WIRE.md for the frames):
+ *   PUT → OK; then batches of  OFFER(node ids) → WANT(bitmap)
+ *                              NODE… → WANT(children) each
+ *                              CHUNK… SYNC → OK
+ *   and finally COMMIT(root, size) → OK(seq) once durable.
+ * The server keeps a received node in memory until SYNC and stores it only
+ * when all its children are present, so a stored node always has a complete
+ * subtree: "have" for a node is simply "the node is in the store".  Every
+ * chunk is verified against its id before it is stored.
+ *
+ * Get: GET → META(record), then the tree in depth-first pre-order as NODE
+ * and CHUNK frames, then END.  Every chunk is verified when read from disk;
+ * a corrupt one ends the stream with an ERROR naming it.
+ *
+ * Memory per session: one frame (≤ 1 MiB), one chunk, the nodes of one batch
+ * (≤ SESSION_MAX_NODES × 5 KiB) and a zstd context.
+ */
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define SESSION_MAX_NODES 1024
+
+typedef struct pending_node {
+	uint8_t id[HASH_LEN];
+	uint16_t len;
+	uint8_t bytes[TREE_NODE_MAX];
+} pending_node;
+
+typedef struct session {
+	server *srv;
+	conn *c;
+	msgio io;
+	msg m;
+	buf chunk;      /* decompressed chunk / chunk read from the store */
+	buf zbuf;       /* compressed chunk for get */
+	ZSTD_DCtx *dctx;
+	ZSTD_CCtx *cctx;
+	pending_node *nodes; /* nodes of the current put batch */
+	unsigned nnodes;
+} session;
+
+/* Reply with an ERROR frame carrying the current message for rc. */
+static int reply_error(session *s, int rc)
+{
+	int wrc = wire_error(&s->io.out, rc, ss_errmsg(rc));
+	if (!wrc)
+		wrc = msgio_flush(&s->io);
+	return wrc;
+}
+
+static void set_bit(uint8_t *bits, unsigned i) { bits[i / 8] |= (uint8_t)(1u << (i % 8)); }
+
+/* ---- put ---- */
+
+static int put_offer(session *s)
+{
+	uint8_t bits[WIRE_MAX_OFFER / 8] = {0};
+	uint16_t n = s->m.offer.count;
+	for (unsigned i = 0; i < n; i++) {
+		int have = store_has(s->srv->st, s->m.offer.ids + (size_t)i * HASH_LEN);
+		if (have < 0)
+			return have;
+		if (!have)
+			set_bit(bits, i);
+	}
+	return wire_want(&s->io.out, bits, n);
+}
+
+static int put_node(session *s)
+{
+	tree_node nd;
+	int rc = tree_node_decode(s->m.node.bytes, s->m.node.len, &nd);
+	if (rc)
+		return rc;
+	if (s->nnodes == SESSION_MAX_NODES)
+		return ss_fail(SS_EPROTO, "more than %d tree nodes before SYNC", SESSION_MAX_NODES);
+	pending_node *p = &s->nodes[s->nnodes++];
+	sha256(s->m.node.bytes, s->m.node.len, p->id);
+	p->len = (uint16_t)s->m.node.len;
+	memcpy(p->bytes, s->m.node.bytes, s->m.node.len);
+
+	uint8_t bits[TREE_MAX_FANOUT / 8] = {0};
+	for (unsigned i = 0; i < nd.count; i++) {
+		tree_entry e;
+		tree_node_entry(&nd, i, &e);
+		int have = store_has(s->srv->st, e.id);
+		if (have < 0)
+			return have;
+		if (!have)
+			set_bit(bits, i);
+	}
+	return wire_want(&s->io.out, bits, nd.count);
+}
+
+/* Decompress (if needed) and verify a CHUNK frame into s->chunk. */
+static int chunk_verified(session *s, const uint8_t **data, size_t *len)
+{
+	const uint8_t *p = s->m.chunk.data;
+	size_t n = s->m.chunk.len;
+	if (s->m.chunk.flags & WIRE_CHUNK_ZSTD) {
+		buf_reset(&s->chunk);
+		int rc = buf_reserve(&s->chunk, CDC_MAX);
+		if (rc)
+			return rc;
+		size_t r = ZSTD_decompressDCtx(s->dctx, s->chunk.p, CDC_MAX, p, n);
+		if (ZSTD_isError(r) || r != s->m.chunk.raw_len)
+			return ss_fail(SS_ECORRUPT, "chunk does not decompress to its stated length");
+		p = s->chunk.p;
+		n = r;
+	}
+	uint8_t id[HASH_LEN];
+	sha256(p, n, id);
+	if (memcmp(id, s->m.chunk.id, HASH_LEN)) {
+		char hex[HASH_HEX_LEN + 1];
+		hex_encode(s->m.chunk.id, HASH_LEN, hex);
+		return ss_fail(SS_ECORRUPT, "chunk %.16s does not match its hash", hex);
+	}
+	*data = p;
+	*len = n;
+	return 0;
+}
+
+static int put_chunk(session *s)
+{
+	const uint8_t *p = NULL;
+	size_t n = 0;
+	int rc = chunk_verified(s, &p, &n);
+	return rc ? rc : store_put_chunk(s->srv->st, s->m.chunk.id, p, n);
+}
+
+/* Store the batch's nodes, children first, each only if its subtree is whole. */
+static int put_sync(session *s)
+{
+	for (unsigned k = 0; k < s->nnodes; k++) {
+		pending_node *p = &s->nodes[k];
+		tree_node nd;
+		SS_ASSERT(tree_node_decode(p->bytes, p->len, &nd) == 0);
+		for (unsigned i = 0; i < nd.count; i++) {
+			tree_entry e;
+			tree_node_entry(&nd, i, &e);
+			int have = store_has(s->srv->st, e.id);
+			if (have < 0)
+				return have;
+			if (!have) {
+				char hex[HASH_HEX_LEN + 1];
+				hex_encode(e.id, HASH_LEN, hex);
+				return ss_fail(SS_EPROTO, "upload incomplete: chunk %.16s was wanted but never sent", hex);
+			}
+		}
+		int rc = store_put_chunk(s->srv->st, p->id, p->bytes, p->len);
+		if (rc)
+			return rc;
+	}
+	s->nnodes = 0;
+	return wire_ok(&s->io.out, 0);
+}
+
+static int put_commit(session *s, record *rec)
+{
+	uint64_t size = s->m.commit.size;
+	memcpy(rec->root, s->m.commit.root, HASH_LEN);
+	if (size != rec->size)
+		return ss_fail(SS_EPROTO, "commit size %llu differs from the announced %llu",
+			       (unsigned long long)size, (unsigned long long)rec->size);
+	buf_reset(&s->chunk);
+	int rc = store_get_chunk(s->srv->st, rec->root, &s->chunk);
+	if (rc)
+		return rc == SS_ENOENT ? ss_fail(SS_EPROTO, "commit of %s names a root that was never uploaded", rec->path)
+				       : rc;
+	tree_node nd;
+	if ((rc = tree_node_decode(s->chunk.p, s->chunk.len, &nd)))
+		return rc;
+	if (tree_node_size(&nd) != size)
+		return ss_fail(SS_EPROTO, "commit of %s: tree holds %llu bytes, not %llu", rec->path,
+			       (unsigned long long)tree_node_size(&nd), (unsigned long long)size);
+	if ((rc = store_commit(s->srv->st, rec)))
+		return rc;
+	log_info("put %s: %llu bytes, version %llu", rec->path, (unsigned long long)rec->size,
+		 (unsigned long long)rec->seq);
+	return wire_ok(&s->io.out, rec->seq);
+}
+
+static bool fatal(int rc);
+
+/*
+ * After a failure that is not the client's fault (a full disk, say), read
+ * and drop its frames until it waits for an answer, so the ERROR reaches it
+ * instead of a reset connection.
+ */
+static void drain_put(session *s)
+{
+	while (!msgio_recv(&s->io, &s->m))
+		if (s->m.type != MSG_CHUNK)
+			return;
+}
+
+/* One put, from PUT to COMMIT.  The lease pins the upload's chunks. */
+static int do_put(session *s)
+{
+	record *rec = xcalloc(1, sizeof *rec);
+	int rc = path_check(s->m.put.path, strlen(s->m.put.path));
+	if (rc)
+		goto out;
+	snprintf(rec->path, sizeof rec->path, "%s", s->m.put.path);
+	rec->size = s->m.put.size;
+	rec->mode = s->m.put.mode & 07777;
+	rec->mtime_ns = s->m.put.mtime_ns;
+
+	uint64_t lease = store_lease_begin(s->srv->st);
+	s->nnodes = 0;
+	if ((rc = wire_ok(&s->io.out, 0)) || (rc = msgio_flush(&s->io)))
+		goto end;
+	for (;;) {
+		if ((rc = msgio_recv(&s->io, &s->m)))
+			break;
+		switch (s->m.type) {
+		case MSG_OFFER: rc = put_offer(s); break;
+		case MSG_NODE: rc = put_node(s); break;
+		case MSG_CHUNK: rc = put_chunk(s); break;
+		case MSG_SYNC: rc = put_sync(s); break;
+		case MSG_COMMIT: rc = put_commit(s, rec); goto end;
+		default: rc = ss_fail(SS_EPROTO, "unexpected message type %u during put", s->m.type);
+		}
+		if (rc)
+			break;
+	}
+	if (!fatal(rc))
+		drain_put(s);
+end:
+	store_lease_end(s->srv->st, lease);
+out:
+	free(rec);
+	return rc;
+}
+
+/* ---- get ---- */
+
+/* Send the chunk in s->chunk, compressed when that saves at least 1/8. */
+static int send_chunk(session *s, const uint8_t id[HASH_LEN])
+{
+	size_t raw = s->chunk.len;
+	buf_reset(&s->zbuf);
+	int rc = buf_reserve(&s->zbuf, ZSTD_compressBound(raw));
+	if (rc)
+		return rc;
+	size_t z = ZSTD_compressCCtx(s->cctx, s->zbuf.p, s->zbuf.cap, s->chunk.p, raw, 1);
+	if (!ZSTD_isError(z) && z < raw - raw / 8)
+		rc = wire_chunk(&s->io.out, id, WIRE_CHUNK_ZSTD, (uint32_t)raw, s->zbuf.p, z);
+	else
+		rc = wire_chunk(&s->io.out, id, 0, (uint32_t)raw, s->chunk.p, raw);
+	return rc ? rc : msgio_maybe_flush(&s->io);
+}
+
+typedef struct walk_level {
+	uint8_t bytes[TREE_NODE_MAX];
+	tree_node nd;
+	unsigned next;
+} walk_level;
+
+/* Depth-first pre-order: a node, then its children.  Bounded by tree depth. */
+static int send_tree(session *s, const uint8_t root[HASH_LEN])
+{
+	walk_level *stack = xmalloc(sizeof(walk_level) * (TREE_MAX_LEVEL + 1));
+	int depth = 0, rc;
+	uint8_t id[HASH_LEN];
+	memcpy(id, root, HASH_LEN);
+	for (;;) {
+		/* id names a node to send and descend into. */
+		if ((rc = store_get_chunk(s->srv->st, id, &s->chunk)))
+			goto out;
+		walk_level *w = &stack[depth];
+		if (s->chunk.len > TREE_NODE_MAX) {
+			rc = ss_fail(SS_ECORRUPT, "tree node too large");
+			goto out;
+		}
+		memcpy(w->bytes, s->chunk.p, s->chunk.len);
+		if ((rc = tree_node_decode(w->bytes, s->chunk.len, &w->nd)) ||
+		    (depth > 0 && w->nd.level != stack[depth - 1].nd.level - 1) ||
+		    (rc = wire_node(&s->io.out, w->bytes, s->chunk.len))) {
+			rc = rc ? rc : ss_fail(SS_ECORRUPT, "tree node at the wrong level");
+			goto out;
+		}
+		w->next = 0;
+		depth++;
+		/* Send data chunks of level-1 nodes; pop finished levels. */
+		for (;;) {
+			walk_level *top = &stack[depth - 1];
+			tree_entry e;
+			if (top->nd.level == 1) {
+				for (; top->next < top->nd.count; top->next++) {
+					tree_node_entry(&top->nd, top->next, &e);
+					if ((rc = store_get_chunk(s->srv->st, e.id, &s->chunk)) ||
+					    (rc = send_chunk(s, e.id)))
+						goto out;
+				}
+			}
+			if (top->next < top->nd.count) {
+				tree_node_entry(&top->nd, top->next++, &e);
+				memcpy(id, e.id, HASH_LEN);
+				if (depth > TREE_MAX_LEVEL) {
+					rc = ss_fail(SS_ECORRUPT, "tree deeper than %d levels", TREE_MAX_LEVEL);
+					goto out;
+				}
+				break;
+			}
+			if (--depth == 0) {
+				rc = 0;
+				goto out;
+			}
+		}
+	}
+out:
+	free(stack);
+	return rc;
+}
+
+static int do_get(session *s)
+{
+	record *rec = xmalloc(sizeof *rec);
+	int rc = path_check(s->m.get.path, strlen(s->m.get.path));
+	if (!rc)
+		rc = s->m.get.version ? store_lookup_version(s->srv->st, s->m.get.path, s->m.get.version, rec)
+				      : store_lookup(s->srv->st, s->m.get.path, rec);
+	if (!rc && rec->deleted)
+		rc = ss_fail(SS_ENOENT, "no such file: %s (deleted)", s->m.get.path);
+	else if (rc == SS_ENOENT)
+		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.get.path);
+	if (rc)
+		goto out;
+	if ((rc = wire_record(&s->io.out, MSG_META, rec)))
+		goto out;
+	if ((rc = send_tree(s, rec->root))) {
+		log_warn("get %s failed: %s", rec->path, ss_errmsg(rc));
+		goto out;
+	}
+	rc = wire_empty(&s->io.out, MSG_END);
+out:
+	free(rec);
+	return rc;
+}
+
+/* ---- namespace requests ---- */
+
+static int send_entry(void *ctx, const record *r)
+{
+	session *s = ctx;
+	int rc = wire_record(&s->io.out, MSG_ENTRY, r);
+	return rc ? rc : msgio_maybe_flush(&s->io);
+}
+
+static int do_list(session *s)
+{
+	int rc = store_list(s->srv->st, s->m.path.path, send_entry, s);
+	return rc ? rc : wire_empty(&s->io.out, MSG_END);
+}
+
+static int do_stat(session *s)
+{
+	record *rec = xmalloc(sizeof *rec);
+	int rc = store_lookup(s->srv->st, s->m.path.path, rec);
+	if (rc == SS_ENOENT || (!rc && rec->deleted))
+		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.path.path);
+	if (!rc)
+		rc = wire_record(&s->io.out, MSG_ENTRY, rec);
+	/* Durable on how many of how many servers (one server, for now). */
+	if (!rc)
+		rc = wire_ok(&s->io.out, (uint64_t)1 << 32 | 1);
+	free(rec);
+	return rc;
+}
+
+static int do_log(session *s)
+{
+	int rc = store_history(s->srv->st, s->m.path.path, send_entry, s);
+	return rc ? rc : wire_empty(&s->io.out, MSG_END);
+}
+
+typedef struct rm_walk {
+	session *s;
+	char (*paths)[SS_PATH_MAX + 1];
+	size_t n, cap;
+} rm_walk;
+
+static int collect_path(void *ctx, const record *r)
+{
+	rm_walk *w = ctx;
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 64;
+		w->paths = xrealloc(w->paths, w->cap * sizeof *w->paths);
+	}
+	memcpy(w->paths[w->n++], r->path, sizeof *w->paths);
+	return 0;
+}
+
+static int tombstone(session *s, const char *path)
+{
+	record *rec = xcalloc(1, sizeof *rec);
+	snprintf(rec->path, sizeof rec->path, "%s", path);
+	rec->deleted = true;
+	rec->mtime_ns = now_wall_ns();
+	int rc = store_commit(s->srv->st, rec);
+	free(rec);
+	return rc;
+}
+
+static int do_rm(session *s)
+{
+	const char *path = s->m.rm.path;
+	int rc = path_check(path, strlen(path));
+	if (rc)
+		return rc;
+	record *rec = xmalloc(sizeof *rec);
+	rc = store_lookup(s->srv->st, path, rec);
+	bool live = !rc && !rec->deleted;
+	free(rec);
+	if (rc && rc != SS_ENOENT)
+		return rc;
+	uint64_t removed = 0;
+	if (live) {
+		if ((rc = tombstone(s, path)))
+			return rc;
+		removed++;
+	}
+	if (s->m.rm.flags & WIRE_RM_RECURSIVE) {
+		/* Everything under PATH/.  Collected first: the walk holds the
+		 * store's statement, and each tombstone is its own commit. */
+		char prefix[SS_PATH_MAX + 2];
+		snprintf(prefix, sizeof prefix, "%s/", path);
+		rm_walk w = {.s = s};
+		rc = store_list(s->srv->st, prefix, collect_path, &w);
+		for (size_t i = 0; !rc && i < w.n; i++)
+			if (!strncmp(w.paths[i], prefix, strlen(prefix)) && !(rc = tombstone(s, w.paths[i])))
+				removed++;
+		free(w.paths);
+		if (rc)
+			return rc;
+	}
+	if (!removed)
+		return ss_fail(SS_ENOENT, "no such file: %s", path);
+	log_info("rm %s: %llu removed", path, (unsigned long long)removed);
+	return wire_ok(&s->io.out, removed);
+}
+
+static int do_mv(session *s)
+{
+	int rc = path_check(s->m.mv.from, strlen(s->m.mv.from));
+	if (!rc)
+		rc = path_check(s->m.mv.to, strlen(s->m.mv.to));
+	if (rc)
+		return rc;
+	record *rec = xmalloc(sizeof *rec);
+	rc = store_rename(s->srv->st, s->m.mv.from, s->m.mv.to, rec);
+	uint64_t seq = rec->seq;
+	free(rec);
+	if (rc == SS_ENOENT)
+		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.mv.from);
+	return rc ? rc : wire_ok(&s->io.out, seq);
+}
+
+static int do_status(session *s)
+{
+	store_stats st;
+	int rc = store_stats_get(s->srv->st, &st);
+	if (rc)
+		return rc;
+	wire_server w = {.self = 1, .connected = 1, .durable_of = 1};
+	memcpy(w.id, s->srv->node_id, HASH_LEN);
+	snprintf(w.addr, sizeof w.addr, "%s", s->srv->opts->listen);
+	w.head_seq = st.head_seq;
+	w.files = st.files;
+	w.bytes = st.bytes;
+	w.chunks = st.chunks;
+	w.chunk_bytes = st.chunk_bytes;
+	memcpy(w.digest, st.digest, HASH_LEN);
+	rc = wire_server_info(&s->io.out, &w);
+	return rc ? rc : wire_empty(&s->io.out, MSG_END);
+}
+
+/* Errors a client can act on get an ERROR reply and the session goes on;
+ * protocol violations and I/O failures end the connection. */
+static bool fatal(int rc)
+{
+	return rc == SS_EPROTO || rc == SS_ECLOSED || rc == SS_ETLS || rc == SS_ETIMEDOUT || rc == SS_ETOOBIG ||
+	       rc == SS_ECORRUPT;
+}
+
+void session_run(server *srv, conn *c)
+{
+	session *s = xcalloc(1, sizeof *s);
+	s->srv = srv;
+	s->c = c;
+	msgio_init(&s->io, c);
+	buf_init(&s->chunk, CDC_MAX + TREE_NODE_MAX);
+	buf_init(&s->zbuf, ZSTD_compressBound(CDC_MAX));
+	s->dctx = ZSTD_createDCtx();
+	s->cctx = ZSTD_createCCtx();
+	s->nodes = xmalloc(sizeof(pending_node) * SESSION_MAX_NODES);
+	char hex[HASH_HEX_LEN + 1];
+	hex_encode(c->peer.id, HASH_LEN, hex);
+
+	int rc;
+	if (c->peer.role != ROLE_CLIENT) {
+		rc = ss_fail(SS_EAUTH, "role %s may not use the client interface", tls_role_name(c->peer.role));
+		log_info("peer %.16s (%s) refused: %s", hex, c->peer.name, ss_errmsg(rc));
+		reply_error(s, rc);
+		goto out;
+	}
+	conn_set_timeout(c, SERVER_IDLE_MS);
+	if ((rc = msgio_hello_server(&s->io))) {
+		log_info("peer %.16s: handshake failed: %s", hex, ss_errmsg(rc));
+		goto out;
+	}
+	for (;;) {
+		rc = msgio_recv(&s->io, &s->m);
+		if (rc == SS_ECLOSED)
+			break;
+		if (!rc) {
+			switch (s->m.type) {
+			case MSG_PUT:
+				/* A failed put leaves the client mid-stream: the
+				 * connection ends after the ERROR. */
+				if ((rc = do_put(s))) {
+					log_info("peer %.16s: put failed: %s", hex, ss_errmsg(rc));
+					reply_error(s, rc);
+					goto out;
+				}
+				break;
+			case MSG_GET: rc = do_get(s); break;
+			case MSG_LIST: rc = do_list(s); break;
+			case MSG_STAT: rc = do_stat(s); break;
+			case MSG_LOG: rc = do_log(s); break;
+			case MSG_RM: rc = do_rm(s); break;
+			case MSG_MV: rc = do_mv(s); break;
+			case MSG_STATUS: rc = do_status(s); break;
+			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u", s->m.type);
+			}
+		}
+		if (rc) {
+			log_info("peer %.16s: %s", hex, ss_errmsg(rc));
+			if (rc == SS_ECLOSED)
+				break;
+			reply_error(s, rc);
+			if (fatal(rc))
+				break;
+			continue;
+		}
+		if ((rc = msgio_flush(&s->io)))
+			break;
+	}
+out:
+	ZSTD_freeDCtx(s->dctx);
+	ZSTD_freeCCtx(s->cctx);
+	free(s->nodes);
+	buf_free(&s->chunk);
+	buf_free(&s->zbuf);
+	msgio_free(&s->io);
+	free(s);
+}

@@ -1,0 +1,1384 @@
+/*
+ * store.c — the data directory: lock, format, chunk index and group commit,
+ * leases, and the namespace (records, versions, version vectors) in SQLite.
+ *
+ * Metadata schema (meta.db, journal_mode=WAL, synchronous=FULL).  Unsigned
+ * 64-bit values (size, origin, vv counters) are stored as the int64 with the
+ * same bits; nothing compares them in SQL.
+ *
+ *   table     column       type              meaning
+ *   --------  -----------  ----------------  ------------------------------
+ *   chunks    id           BLOB PRIMARY KEY  chunk id (SHA-256); WITHOUT ROWID
+ *             seg          INTEGER           segment number
+ *             off          INTEGER           offset of the record header
+ *             len          INTEGER           chunk length in bytes
+ *   segments  seg          INTEGER PRIMARY KEY
+ *             indexed_end  INTEGER           end of the last indexed record;
+ *                                            recovery scans from here
+ *   versions  seq          INTEGER PRIMARY KEY AUTOINCREMENT: local sequence,
+ *                                            never reused
+ *             path         TEXT              remote path
+ *             size, mode, mtime_ns           as in struct record
+ *             root         BLOB (32 bytes)   manifest root; zeros when deleted
+ *             deleted      INTEGER           0 or 1
+ *             vv           BLOB              version vector, see below
+ *             origin       INTEGER           short id of the node that took it
+ *             otime_ns     INTEGER           when the origin took it
+ *             (index versions_path on (path, seq) for history)
+ *   current   path         TEXT PRIMARY KEY  one row per path ever written,
+ *             seq          INTEGER           → versions.seq; WITHOUT ROWID
+ *   settings  key          TEXT PRIMARY KEY  free-form settings; WITHOUT ROWID
+ *             value        any
+ *
+ * Version vector blob: n × (node u64 LE, counter u64 LE), sorted by node,
+ * strictly increasing, n ≤ VV_MAX.
+ *
+ * Namespace digest (store_stats_get; every server must compute the same):
+ * SHA-256 over, for each row of current (live and tombstones) in ascending
+ * byte order of path, the bytes
+ *   path (without terminator) · 0x00 · deleted (one byte, 0 or 1) ·
+ *   root (32 bytes) · n (u32 LE) · n × (node u64 LE, counter u64 LE)
+ * where n and the pairs are the record's version vector, sorted by node.
+ * Local sequence numbers, sizes, modes and times are not part of it: equal
+ * vectors with equal roots mean the same version everywhere.
+ *
+ * Group commit.  store_put_chunk appends to a segment and records the row in
+ * an in-memory pending table (by id) with a put sequence number.  One
+ * flusher at a time snapshots the pending table, fsyncs the segments
+ * (outside every store lock, so other threads keep appending), and inserts
+ * the rows in one SQLite transaction; then it removes them from the pending
+ * table and advances done_seq.  A flush call waits until done_seq covers the
+ * puts made before it started, so concurrent callers share one fsync.
+ *
+ * Locks, always taken in this order and never mu together with db_mu:
+ *   put_mu  one put at a time: the "already present?" check, the append and
+ *           the pending insert are atomic against other puts
+ *   mu      pending table, flush state, leases, node id (held briefly)
+ *   db_mu   the SQLite connection and its statements (one connection)
+ * The segment set has its own leaf locks.
+ *
+ * Leases are an in-memory set.  Garbage collection (a later issue) must
+ * consult them: a chunk can be pinned by an upload that found it already
+ * present, so GC must not delete anything while store_lease_count() > 0 (or
+ * must take the pinned ids from each lease), and must block new leases
+ * during its sweep.
+ *
+ * Limits: pending bytes above STORE_PENDING_BYTES (or rows above
+ * STORE_PENDING_ROWS) make the put that crosses it flush, which also holds
+ * back other putters until the flush completes.  store_list and
+ * store_history hand records to the callback in batches of STORE_LIST_BATCH
+ * without holding any lock, so callbacks may use the store; a walk is not a
+ * snapshot.  store_stats_get scans the whole current table under db_mu.
+ */
+#include "store.h"
+#include "segment.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_PENDING_BYTES (64u << 20)
+#define STORE_PENDING_ROWS 65536
+#define STORE_RECOVER_BATCH 4096
+#define STORE_LIST_BATCH 64
+#define STORE_BUSY_MS 5000
+
+/* ---- pending table: chunks appended but not yet indexed ---- */
+
+typedef struct pend_ent {
+	uint8_t id[HASH_LEN];
+	seg_loc loc;
+	uint64_t seq; /* put sequence; 0 marks an empty slot */
+} pend_ent;
+
+/* Open addressing with linear probing; ids are SHA-256, so their first
+ * bytes are already a uniform hash. */
+typedef struct pend_table {
+	pend_ent *v;
+	size_t cap, n; /* cap is 0 or a power of two, at most half full */
+} pend_table;
+
+static size_t pend_home(const pend_table *t, const uint8_t id[HASH_LEN])
+{
+	return (size_t)rd64(id) & (t->cap - 1);
+}
+
+static pend_ent *pend_find(pend_table *t, const uint8_t id[HASH_LEN])
+{
+	if (!t->cap)
+		return NULL;
+	for (size_t i = pend_home(t, id);; i = (i + 1) & (t->cap - 1)) {
+		if (!t->v[i].seq)
+			return NULL;
+		if (!memcmp(t->v[i].id, id, HASH_LEN))
+			return &t->v[i];
+	}
+}
+
+static void pend_insert(pend_table *t, const pend_ent *e)
+{
+	size_t i = pend_home(t, e->id);
+	while (t->v[i].seq)
+		i = (i + 1) & (t->cap - 1);
+	t->v[i] = *e;
+	t->n++;
+}
+
+static void pend_add(pend_table *t, const pend_ent *e)
+{
+	SS_ASSERT(e->seq);
+	if ((t->n + 1) * 2 > t->cap) {
+		pend_table old = *t;
+		t->cap = old.cap ? old.cap * 2 : 1024;
+		t->v = xcalloc(t->cap, sizeof *t->v);
+		t->n = 0;
+		for (size_t i = 0; i < old.cap; i++)
+			if (old.v[i].seq)
+				pend_insert(t, &old.v[i]);
+		free(old.v);
+	}
+	pend_insert(t, e);
+}
+
+/* Delete with backward shift, so lookups need no tombstones. */
+static void pend_del(pend_table *t, const uint8_t id[HASH_LEN])
+{
+	pend_ent *e = pend_find(t, id);
+	if (!e)
+		return;
+	size_t mask = t->cap - 1, i = (size_t)(e - t->v), j = i;
+	for (;;) {
+		j = (j + 1) & mask;
+		if (!t->v[j].seq)
+			break;
+		size_t k = pend_home(t, t->v[j].id);
+		/* Entry j may move to the hole at i unless its home lies
+		 * cyclically in (i, j]. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		t->v[i] = t->v[j];
+		i = j;
+	}
+	t->v[i].seq = 0;
+	t->n--;
+}
+
+/* ---- the store ---- */
+
+enum {
+	Q_BEGIN,
+	Q_COMMIT,
+	Q_ROLLBACK,
+	Q_CHUNK_HAS,
+	Q_CHUNK_LOC,
+	Q_CHUNK_ADD,
+	Q_SEG_END_GET,
+	Q_SEG_END_SET,
+	Q_CUR_GET,
+	Q_CUR_SET,
+	Q_VER_GET,
+	Q_VER_ADD,
+	Q_LIST_FROM,
+	Q_LIST_AFTER,
+	Q_HISTORY,
+	Q_DIGEST,
+	Q_HEAD,
+	Q_COUNT
+};
+
+#define REC_COLS "v.seq, v.path, v.size, v.mode, v.mtime_ns, v.root, v.deleted, v.vv, v.origin, v.otime_ns"
+
+static const char *const store_sql[Q_COUNT] = {
+	[Q_BEGIN] = "BEGIN IMMEDIATE",
+	[Q_COMMIT] = "COMMIT",
+	[Q_ROLLBACK] = "ROLLBACK",
+	[Q_CHUNK_HAS] = "SELECT 1 FROM chunks WHERE id = ?1",
+	[Q_CHUNK_LOC] = "SELECT seg, off, len FROM chunks WHERE id = ?1",
+	[Q_CHUNK_ADD] = "INSERT OR IGNORE INTO chunks(id, seg, off, len) VALUES (?1, ?2, ?3, ?4)",
+	[Q_SEG_END_GET] = "SELECT indexed_end FROM segments WHERE seg = ?1",
+	[Q_SEG_END_SET] = "INSERT INTO segments(seg, indexed_end) VALUES (?1, ?2) ON CONFLICT(seg) "
+			  "DO UPDATE SET indexed_end = max(indexed_end, excluded.indexed_end)",
+	[Q_CUR_GET] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq WHERE c.path = ?1",
+	[Q_CUR_SET] = "INSERT INTO current(path, seq) VALUES (?1, ?2) ON CONFLICT(path) DO UPDATE SET seq = excluded.seq",
+	[Q_VER_GET] = "SELECT " REC_COLS " FROM versions v WHERE v.seq = ?1 AND v.path = ?2",
+	[Q_VER_ADD] = "INSERT INTO versions(path, size, mode, mtime_ns, root, deleted, vv, origin, otime_ns) "
+		      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[Q_LIST_FROM] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq "
+			"WHERE c.path >= ?1 AND v.deleted = 0 ORDER BY c.path",
+	[Q_LIST_AFTER] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq "
+			 "WHERE c.path > ?1 AND v.deleted = 0 ORDER BY c.path",
+	[Q_HISTORY] = "SELECT " REC_COLS " FROM versions v WHERE v.path = ?1 AND v.seq < ?2 ORDER BY v.seq DESC",
+	[Q_DIGEST] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq ORDER BY c.path",
+	[Q_HEAD] = "SELECT max(seq) FROM versions",
+};
+
+static const char store_schema[] =
+	"CREATE TABLE IF NOT EXISTS chunks(id BLOB PRIMARY KEY, seg INTEGER NOT NULL, off INTEGER NOT NULL,"
+	" len INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS segments(seg INTEGER PRIMARY KEY, indexed_end INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS versions(seq INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,"
+	" size INTEGER NOT NULL, mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, root BLOB NOT NULL,"
+	" deleted INTEGER NOT NULL, vv BLOB NOT NULL, origin INTEGER NOT NULL, otime_ns INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS versions_path ON versions(path, seq);"
+	"CREATE TABLE IF NOT EXISTS current(path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+
+struct store {
+	char dir[PATH_MAX - 64]; /* room for "/meta.db" and the like */
+	char dbpath[PATH_MAX];
+	int lock_fd;
+	seg_set *segs;
+
+	pthread_mutex_t put_mu;
+	pthread_mutex_t mu;
+	pthread_cond_t flush_cv;
+	pend_table pend;
+	uint64_t pend_bytes;
+	uint64_t put_seq;  /* last put sequence handed out */
+	uint64_t done_seq; /* every put up to here is indexed or dropped */
+	uint64_t drop_seq; /* highest put dropped because its segment was lost */
+	bool flushing;
+	uint64_t node;
+	uint64_t lease_next;
+	uint64_t *leases;
+	unsigned nleases, lease_cap;
+
+	pthread_mutex_t db_mu;
+	sqlite3 *db;
+	sqlite3_stmt *q[Q_COUNT];
+	uint64_t nchunks, chunk_bytes; /* indexed chunks, under db_mu */
+};
+
+const char *store_dir(const store *st) { return st->dir; }
+
+/* ---- SQLite helpers (caller holds db_mu) ---- */
+
+static int db_code(store *st, int src)
+{
+	switch (src & 0xff) {
+	case SQLITE_FULL: return SS_ENOSPC;
+	case SQLITE_CORRUPT: case SQLITE_NOTADB: return SS_ECORRUPT;
+	case SQLITE_BUSY: case SQLITE_LOCKED: return SS_EBUSY;
+	case SQLITE_READONLY: case SQLITE_PERM: return SS_EPERM;
+	case SQLITE_NOMEM: return SS_ENOMEM;
+	case SQLITE_IOERR: case SQLITE_CANTOPEN: {
+		int e = st->db ? sqlite3_system_errno(st->db) : 0;
+		return e ? ss_errno_code(e) : SS_EIO;
+	}
+	default: return SS_EIO;
+	}
+}
+
+/* "cannot index chunks in DIR/meta.db: database or disk is full" */
+static int db_fail(store *st, int src, const char *what)
+{
+	return ss_fail(db_code(st, src), "%s in %s: %s", what, st->dbpath,
+		       st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(src));
+}
+
+/* Run a statement that returns no rows, then reset it. */
+static int db_step_done(store *st, sqlite3_stmt *s, const char *what)
+{
+	int src = sqlite3_step(s);
+	int rc = src == SQLITE_DONE || src == SQLITE_ROW ? 0 : db_fail(st, src, what);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+static int db_begin(store *st)
+{
+	return db_step_done(st, st->q[Q_BEGIN], "cannot begin a transaction");
+}
+
+static int db_commit(store *st, const char *what)
+{
+	return db_step_done(st, st->q[Q_COMMIT], what);
+}
+
+/* Roll back if a transaction is still open (SQLite may have rolled back
+ * by itself after a full disk). */
+static void db_rollback(store *st)
+{
+	if (!sqlite3_get_autocommit(st->db)) {
+		sqlite3_step(st->q[Q_ROLLBACK]);
+		sqlite3_reset(st->q[Q_ROLLBACK]);
+	}
+}
+
+/* 1 and *loc if the chunk is indexed, 0 if not, <0 on error. */
+static int db_chunk_loc(store *st, const uint8_t id[HASH_LEN], seg_loc *loc)
+{
+	sqlite3_stmt *s = st->q[loc ? Q_CHUNK_LOC : Q_CHUNK_HAS];
+	sqlite3_bind_blob(s, 1, id, HASH_LEN, SQLITE_STATIC);
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW) {
+		rc = 1;
+		if (loc) {
+			int64_t seg = sqlite3_column_int64(s, 0), off = sqlite3_column_int64(s, 1),
+				len = sqlite3_column_int64(s, 2);
+			if (seg <= 0 || seg > UINT32_MAX || off < SEG_FILE_HDR || len < 0 || len > SEG_CHUNK_MAX) {
+				char ab[SEG_ID_ABBREV];
+				seg_id_abbrev(id, ab);
+				rc = ss_fail(SS_ECORRUPT, "chunk %s: corrupt index entry in %s", ab, st->dbpath);
+			} else {
+				*loc = (seg_loc){.seg = (uint32_t)seg, .len = (uint32_t)len, .off = (uint64_t)off};
+			}
+		}
+	} else if (src != SQLITE_DONE) {
+		rc = db_fail(st, src, "cannot look up a chunk");
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/* Insert chunk rows and advance the segments' indexed ends, in one
+ * transaction.  The rows' bytes must be durable already. */
+static int db_index(store *st, const pend_ent *rows, size_t n)
+{
+	struct seg_end {
+		uint32_t seg;
+		uint64_t end;
+	} ends[16];
+	unsigned nends = 0;
+	uint64_t added = 0, bytes = 0;
+	int rc = db_begin(st);
+	if (rc)
+		return rc;
+	sqlite3_stmt *s = st->q[Q_CHUNK_ADD];
+	for (size_t i = 0; i < n && !rc; i++) {
+		const pend_ent *r = &rows[i];
+		sqlite3_bind_blob(s, 1, r->id, HASH_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, r->loc.seg);
+		sqlite3_bind_int64(s, 3, (int64_t)r->loc.off);
+		sqlite3_bind_int64(s, 4, r->loc.len);
+		if ((rc = db_step_done(st, s, "cannot index chunks")))
+			break;
+		if (sqlite3_changes(st->db)) {
+			added++;
+			bytes += r->loc.len;
+		}
+		unsigned k = 0;
+		while (k < nends && ends[k].seg != r->loc.seg)
+			k++;
+		if (k == nends) {
+			if (nends == ARRAY_LEN(ends)) {
+				/* A batch spans a handful of segments at most;
+				 * flush the ends collected so far to make room. */
+				for (unsigned j = 0; j < nends && !rc; j++) {
+					sqlite3_bind_int64(st->q[Q_SEG_END_SET], 1, ends[j].seg);
+					sqlite3_bind_int64(st->q[Q_SEG_END_SET], 2, (int64_t)ends[j].end);
+					rc = db_step_done(st, st->q[Q_SEG_END_SET], "cannot index chunks");
+				}
+				nends = k = 0;
+			}
+			ends[nends++] = (struct seg_end){r->loc.seg, 0};
+		}
+		ends[k].end = MAX(ends[k].end, seg_loc_end(&r->loc));
+	}
+	for (unsigned j = 0; j < nends && !rc; j++) {
+		sqlite3_bind_int64(st->q[Q_SEG_END_SET], 1, ends[j].seg);
+		sqlite3_bind_int64(st->q[Q_SEG_END_SET], 2, (int64_t)ends[j].end);
+		rc = db_step_done(st, st->q[Q_SEG_END_SET], "cannot index chunks");
+	}
+	if (!rc)
+		rc = db_commit(st, "cannot index chunks");
+	if (rc) {
+		db_rollback(st);
+		return rc;
+	}
+	st->nchunks += added;
+	st->chunk_bytes += bytes;
+	return 0;
+}
+
+/* ---- version vectors and records ---- */
+
+static size_t vv_encode(const vvec *v, uint8_t out[VV_MAX * 16])
+{
+	for (unsigned i = 0; i < v->n; i++) {
+		le64(out + 16 * i, v->e[i].node);
+		le64(out + 16 * i + 8, v->e[i].counter);
+	}
+	return (size_t)v->n * 16;
+}
+
+static int vv_decode(const uint8_t *p, size_t n, vvec *v)
+{
+	if (n % 16 || n / 16 > VV_MAX)
+		return SS_ECORRUPT;
+	v->n = (unsigned)(n / 16);
+	for (unsigned i = 0; i < v->n; i++) {
+		v->e[i].node = rd64(p + 16 * i);
+		v->e[i].counter = rd64(p + 16 * i + 8);
+		if (i && v->e[i].node <= v->e[i - 1].node)
+			return SS_ECORRUPT;
+	}
+	return 0;
+}
+
+/* Increment node's counter, adding the node (kept sorted) if new. */
+static int vv_bump(vvec *v, uint64_t node, const char *path)
+{
+	unsigned i = 0;
+	while (i < v->n && v->e[i].node < node)
+		i++;
+	if (i < v->n && v->e[i].node == node) {
+		v->e[i].counter++;
+		return 0;
+	}
+	if (v->n == VV_MAX)
+		return ss_fail(SS_ETOOBIG, "version vector of %s is full (%d nodes)", path, VV_MAX);
+	memmove(&v->e[i + 1], &v->e[i], (v->n - i) * sizeof v->e[0]);
+	v->e[i] = (vv_entry){node, 1};
+	v->n++;
+	return 0;
+}
+
+/* Decode a row selected with REC_COLS. */
+static int rec_from_row(store *st, sqlite3_stmt *s, record *r)
+{
+	const char *path = (const char *)sqlite3_column_text(s, 1);
+	int plen = sqlite3_column_bytes(s, 1);
+	const void *root = sqlite3_column_blob(s, 5);
+	int rlen = sqlite3_column_bytes(s, 5);
+	const void *vv = sqlite3_column_blob(s, 7);
+	int vlen = sqlite3_column_bytes(s, 7);
+	int64_t seq = sqlite3_column_int64(s, 0);
+	if (!path || plen > SS_PATH_MAX || rlen != HASH_LEN || seq <= 0 ||
+	    vv_decode(vv ? vv : (const void *)"", (size_t)vlen, &r->vv))
+		return ss_fail(SS_ECORRUPT, "version %lld of %.200s is corrupt in %s", (long long)seq,
+			       path ? path : "?", st->dbpath);
+	memcpy(r->path, path, (size_t)plen);
+	r->path[plen] = 0;
+	r->seq = (uint64_t)seq;
+	r->size = (uint64_t)sqlite3_column_int64(s, 2);
+	r->mode = (uint32_t)sqlite3_column_int64(s, 3);
+	r->mtime_ns = sqlite3_column_int64(s, 4);
+	memcpy(r->root, root, HASH_LEN);
+	r->deleted = sqlite3_column_int64(s, 6) != 0;
+	r->origin = (uint64_t)sqlite3_column_int64(s, 8);
+	r->otime_ns = sqlite3_column_int64(s, 9);
+	return 0;
+}
+
+/* Current record of path: 1 found, 0 none, <0 error. */
+static int db_current(store *st, const char *path, record *out)
+{
+	sqlite3_stmt *s = st->q[Q_CUR_GET];
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW)
+		rc = rec_from_row(st, s, out) ? SS_ECORRUPT : 1;
+	else if (src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the namespace");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/* Insert rec as a new version and make it current; sets *seq. */
+static int db_put_version(store *st, const record *rec, uint64_t *seq)
+{
+	uint8_t vv[VV_MAX * 16];
+	size_t vlen = vv_encode(&rec->vv, vv);
+	sqlite3_stmt *s = st->q[Q_VER_ADD];
+	sqlite3_bind_text(s, 1, rec->path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (int64_t)rec->size);
+	sqlite3_bind_int64(s, 3, rec->mode);
+	sqlite3_bind_int64(s, 4, rec->mtime_ns);
+	sqlite3_bind_blob(s, 5, rec->root, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, rec->deleted);
+	sqlite3_bind_blob(s, 7, vv, (int)vlen, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 8, (int64_t)rec->origin);
+	sqlite3_bind_int64(s, 9, rec->otime_ns);
+	int rc = db_step_done(st, s, "cannot write a version");
+	if (rc)
+		return rc;
+	*seq = (uint64_t)sqlite3_last_insert_rowid(st->db);
+	s = st->q[Q_CUR_SET];
+	sqlite3_bind_text(s, 1, rec->path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (int64_t)*seq);
+	return db_step_done(st, s, "cannot write a version");
+}
+
+/* ---- open and close ---- */
+
+static void store_free(store *st)
+{
+	for (int i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(st->q[i]);
+	if (st->db)
+		sqlite3_close(st->db);
+	seg_close(st->segs);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	pthread_mutex_destroy(&st->put_mu);
+	pthread_mutex_destroy(&st->mu);
+	pthread_mutex_destroy(&st->db_mu);
+	pthread_cond_destroy(&st->flush_cv);
+	free(st->pend.v);
+	free(st->leases);
+	free(st);
+}
+
+/* strerror, lower case first letter (git style). */
+static int store_sysfail(int err, const char *fmt, const char *a)
+{
+	char msg[128];
+	snprintf(msg, sizeof msg, "%s", strerror(err));
+	if (msg[0] >= 'A' && msg[0] <= 'Z' && !(msg[1] >= 'A' && msg[1] <= 'Z'))
+		msg[0] = (char)(msg[0] - 'A' + 'a');
+	return ss_fail(ss_errno_code(err), fmt, a, msg);
+}
+
+static int store_mkdir(store *st)
+{
+	struct stat sb;
+	if (stat(st->dir, &sb) == 0) {
+		if (!S_ISDIR(sb.st_mode))
+			return ss_fail(SS_EINVAL, "cannot use data directory %s: not a directory", st->dir);
+	} else if (errno == ENOENT) {
+		if (mkdir_p(st->dir, 0700))
+			return store_sysfail(errno, "cannot create data directory %s: %s", st->dir);
+		/* Make the new directory's entry durable in its parent. */
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof parent, "%s", st->dir);
+		char *slash = strrchr(parent, '/');
+		if (slash == parent)
+			slash[1] = 0;
+		else if (slash)
+			*slash = 0;
+		else
+			snprintf(parent, sizeof parent, ".");
+		int rc = fsync_dir(parent);
+		if (rc)
+			return rc;
+	} else {
+		return store_sysfail(errno, "cannot use data directory %s: %s", st->dir);
+	}
+	if (access(st->dir, R_OK | W_OK | X_OK) < 0)
+		return store_sysfail(errno, "cannot use data directory %s: %s", st->dir);
+	return 0;
+}
+
+static int store_lock(store *st)
+{
+	char path[PATH_MAX + 8];
+	snprintf(path, sizeof path, "%s/LOCK", st->dir);
+	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (st->lock_fd < 0)
+		return store_sysfail(errno, "cannot use data directory %s: %s", st->dir);
+	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			return store_sysfail(errno, "cannot lock data directory %s: %s", st->dir);
+		char pid[32] = "";
+		ssize_t n = pread(st->lock_fd, pid, sizeof pid - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		long v = strtol(pid, NULL, 10);
+		if (v > 0)
+			return ss_fail(SS_EBUSY, "data directory %s is in use by another server (pid %ld)", st->dir, v);
+		return ss_fail(SS_EBUSY, "data directory %s is in use by another server", st->dir);
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(st->lock_fd, 0) < 0 || pwrite(st->lock_fd, pid, (size_t)n, 0) != n)
+		return store_sysfail(errno, "cannot write %s: %s", path);
+	return 0;
+}
+
+/* A directory without FORMAT is only adopted when it holds nothing else,
+ * so a mistyped --data never turns someone's files into a store. */
+static int store_check_empty(store *st)
+{
+	DIR *d = opendir(st->dir);
+	if (!d)
+		return store_sysfail(errno, "cannot read data directory %s: %s", st->dir);
+	struct dirent *de;
+	int rc = 0;
+	while ((de = readdir(d))) {
+		const char *n = de->d_name;
+		if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "LOCK") || !strcmp(n, "FORMAT.tmp") ||
+		    !strcmp(n, "lost+found"))
+			continue;
+		rc = ss_fail(SS_EFORMAT, "data directory %s is not empty and has no FORMAT file: "
+					 "not a syncstore data directory (found %s)", st->dir, n);
+		break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int store_format(store *st)
+{
+	char path[PATH_MAX + 8];
+	snprintf(path, sizeof path, "%s/FORMAT", st->dir);
+	buf b;
+	buf_init(&b, 1 << 16); /* read_file_small asks for 4 KiB at a time */
+	int rc = read_file_small(path, &b);
+	if (rc == SS_ENOENT) {
+		buf_free(&b);
+		if ((rc = store_check_empty(st)))
+			return rc;
+		char text[64];
+		int n = snprintf(text, sizeof text, "syncstore-store %d\n", STORE_FORMAT);
+		return write_file_atomic(path, text, (size_t)n, 0644);
+	}
+	if (rc) {
+		buf_free(&b);
+		return rc;
+	}
+	char text[64];
+	snprintf(text, sizeof text, "%.*s", (int)MIN(b.len, sizeof text - 1), (const char *)b.p);
+	buf_free(&b);
+	unsigned version;
+	char nl = 0;
+	if (sscanf(text, "syncstore-store %u%c", &version, &nl) != 2 || nl != '\n' || version == 0)
+		return ss_fail(SS_EFORMAT, "data directory %s: FORMAT file is not recognized "
+					   "(expected \"syncstore-store %d\")", st->dir, STORE_FORMAT);
+	if (version > STORE_FORMAT)
+		return ss_fail(SS_EFORMAT, "data directory %s has format %u, this syncstore reads up to %d: "
+					   "upgrade syncstore", st->dir, version, STORE_FORMAT);
+	return 0;
+}
+
+static int store_segdir(store *st, char out[PATH_MAX])
+{
+	snprintf(out, PATH_MAX, "%s/seg", st->dir);
+	if (mkdir(out, 0700) == 0)
+		return fsync_dir(st->dir);
+	if (errno != EEXIST)
+		return store_sysfail(errno, "cannot create segment directory %s: %s", out);
+	return 0;
+}
+
+static int store_db_open(store *st)
+{
+	bool fresh = access(st->dbpath, F_OK) < 0;
+	int src = sqlite3_open_v2(st->dbpath, &st->db,
+				  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot open the metadata");
+	sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
+	sqlite3_stmt *s;
+	src = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot open the metadata");
+	src = sqlite3_step(s);
+	bool wal = src == SQLITE_ROW && !sqlite3_stricmp((const char *)sqlite3_column_text(s, 0), "wal");
+	sqlite3_finalize(s);
+	if (src != SQLITE_ROW)
+		return db_fail(st, src, "cannot open the metadata");
+	if (!wal)
+		return ss_fail(SS_EIO, "cannot open the metadata in %s: the file system does not support WAL mode",
+			       st->dbpath);
+	src = sqlite3_exec(st->db, "PRAGMA synchronous=FULL;", NULL, NULL, NULL);
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(st->db, store_schema, NULL, NULL, NULL);
+	if (src == SQLITE_OK)
+		src = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+	if (src != SQLITE_OK) {
+		int rc = db_fail(st, src, "cannot create the metadata schema");
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
+	if (fresh) {
+		int rc = fsync_dir(st->dir);
+		if (rc)
+			return rc;
+	}
+	for (int i = 0; i < Q_COUNT; i++) {
+		src = sqlite3_prepare_v3(st->db, store_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->q[i], NULL);
+		if (src != SQLITE_OK)
+			return db_fail(st, src, "cannot prepare the metadata queries");
+	}
+	return 0;
+}
+
+typedef struct recover_ctx {
+	store *st;
+	pend_ent *rows;
+	size_t n;
+	uint64_t total;
+} recover_ctx;
+
+static int recover_found(void *ctx, const seg_loc *loc, const uint8_t id[HASH_LEN])
+{
+	recover_ctx *rc = ctx;
+	pend_ent *e = &rc->rows[rc->n++];
+	memcpy(e->id, id, HASH_LEN);
+	e->loc = *loc;
+	e->seq = 1;
+	rc->total++;
+	if (rc->n < STORE_RECOVER_BATCH)
+		return 0;
+	rc->n = 0;
+	return db_index(rc->st, rc->rows, STORE_RECOVER_BATCH);
+}
+
+/* Re-index whole records past each segment's indexed end (written before a
+ * crash, never indexed) and cut torn tails.  Batches are committed as they
+ * fill, each advancing indexed_end, so an interrupted recovery resumes. */
+static int store_recover(store *st)
+{
+	recover_ctx rc = {.st = st, .rows = xmalloc(STORE_RECOVER_BATCH * sizeof(pend_ent))};
+	int err = 0;
+	unsigned nseg = seg_count(st->segs), nfound = 0;
+	for (unsigned i = 0; i < nseg && !err; i++) {
+		uint32_t num = seg_num_at(st->segs, i);
+		int64_t end = 0;
+		sqlite3_stmt *s = st->q[Q_SEG_END_GET];
+		sqlite3_bind_int64(s, 1, num);
+		int src = sqlite3_step(s);
+		if (src == SQLITE_ROW)
+			end = sqlite3_column_int64(s, 0);
+		else if (src != SQLITE_DONE)
+			err = db_fail(st, src, "cannot read the segment index");
+		sqlite3_reset(s);
+		if (err)
+			break;
+		uint64_t before = rc.total;
+		err = seg_recover(st->segs, num, end > 0 ? (uint64_t)end : 0, recover_found, &rc);
+		if (!err && rc.n)
+			err = db_index(st, rc.rows, rc.n);
+		rc.n = 0;
+		if (rc.total > before)
+			nfound++;
+	}
+	if (!err && rc.total)
+		log_info("re-indexed %llu chunks written before the last stop (%u segments)",
+			 (unsigned long long)rc.total, nfound);
+	free(rc.rows);
+	return err;
+}
+
+static int store_count_chunks(store *st)
+{
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "SELECT count(*), sum(len) FROM chunks", -1, &s, NULL);
+	if (src == SQLITE_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
+		st->nchunks = (uint64_t)sqlite3_column_int64(s, 0);
+		st->chunk_bytes = (uint64_t)sqlite3_column_int64(s, 1);
+		src = SQLITE_OK;
+	}
+	sqlite3_finalize(s);
+	return src == SQLITE_OK ? 0 : db_fail(st, src, "cannot count chunks");
+}
+
+int store_open(const char *dir, store **out)
+{
+	*out = NULL;
+	store *st = xcalloc(1, sizeof *st);
+	st->lock_fd = -1;
+	pthread_mutex_init(&st->put_mu, NULL);
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_mutex_init(&st->db_mu, NULL);
+	pthread_cond_init(&st->flush_cv, NULL);
+	int rc = 0;
+	char segdir[PATH_MAX];
+	size_t dlen = strlen(dir);
+	while (dlen > 1 && dir[dlen - 1] == '/')
+		dlen--;
+	if (dlen == 0 || dlen + 16 >= sizeof st->dir) {
+		rc = ss_fail(SS_EINVAL, "cannot use data directory '%s': %s", dir, dlen ? "path too long" : "empty path");
+		goto fail;
+	}
+	memcpy(st->dir, dir, dlen);
+	snprintf(st->dbpath, sizeof st->dbpath, "%s/meta.db", st->dir);
+	if (!sqlite3_threadsafe()) {
+		rc = ss_fail(SS_EINVAL, "this SQLite library is built without thread support");
+		goto fail;
+	}
+	if ((rc = store_mkdir(st)) || (rc = store_lock(st)) || (rc = store_format(st)) ||
+	    (rc = store_segdir(st, segdir)) || (rc = store_db_open(st)) || (rc = seg_open(segdir, &st->segs)) ||
+	    (rc = store_recover(st)) || (rc = store_count_chunks(st)))
+		goto fail;
+	*out = st;
+	return 0;
+fail:
+	store_free(st);
+	return rc;
+}
+
+void store_close(store *st)
+{
+	if (!st)
+		return;
+	int rc = store_flush(st);
+	if (rc)
+		log_err("closing data directory %s: %s", st->dir, ss_errmsg(rc));
+	store_free(st);
+}
+
+/* ---- chunks ---- */
+
+int store_has(store *st, const uint8_t id[HASH_LEN])
+{
+	pthread_mutex_lock(&st->mu);
+	bool pending = pend_find(&st->pend, id) != NULL;
+	pthread_mutex_unlock(&st->mu);
+	if (pending)
+		return 1;
+	/* A row leaves the pending table only after its index row committed,
+	 * so a chunk absent above is either indexed by now or absent. */
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_chunk_loc(st, id, NULL);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
+{
+	if (len > SEG_CHUNK_MAX) {
+		char ab[SEG_ID_ABBREV];
+		seg_id_abbrev(id, ab);
+		return ss_fail(SS_ETOOBIG, "chunk %s is %zu bytes, more than the store's limit of %u", ab, len,
+			       SEG_CHUNK_MAX);
+	}
+	bool over = false;
+	pthread_mutex_lock(&st->put_mu);
+	pthread_mutex_lock(&st->mu);
+	bool present = pend_find(&st->pend, id) != NULL;
+	pthread_mutex_unlock(&st->mu);
+	int rc = 0;
+	if (!present) {
+		/* put_mu keeps the id out of the pending table meanwhile, and a
+		 * flush only moves rows from pending to the index. */
+		pthread_mutex_lock(&st->db_mu);
+		rc = db_chunk_loc(st, id, NULL);
+		pthread_mutex_unlock(&st->db_mu);
+		present = rc == 1;
+		rc = rc < 0 ? rc : 0;
+	}
+	if (!present && !rc) {
+		pend_ent e;
+		memcpy(e.id, id, HASH_LEN);
+		if (!(rc = seg_append(st->segs, id, data, (uint32_t)len, &e.loc))) {
+			pthread_mutex_lock(&st->mu);
+			e.seq = ++st->put_seq;
+			pend_add(&st->pend, &e);
+			st->pend_bytes += len;
+			over = st->pend_bytes >= STORE_PENDING_BYTES || st->pend.n >= STORE_PENDING_ROWS;
+			pthread_mutex_unlock(&st->mu);
+		}
+	}
+	pthread_mutex_unlock(&st->put_mu);
+	if (over)
+		rc = store_flush(st);
+	return rc;
+}
+
+int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
+{
+	seg_loc loc;
+	buf_reset(out);
+	pthread_mutex_lock(&st->mu);
+	pend_ent *e = pend_find(&st->pend, id);
+	if (e)
+		loc = e->loc;
+	pthread_mutex_unlock(&st->mu);
+	int rc = 1;
+	if (!e) {
+		pthread_mutex_lock(&st->db_mu);
+		rc = db_chunk_loc(st, id, &loc);
+		pthread_mutex_unlock(&st->db_mu);
+	}
+	if (rc < 0)
+		return rc;
+	if (rc == 0) {
+		char ab[SEG_ID_ABBREV];
+		seg_id_abbrev(id, ab);
+		return ss_fail(SS_ENOENT, "chunk %s not found", ab);
+	}
+	return seg_read(st->segs, &loc, id, out);
+}
+
+/*
+ * Drop the pending rows whose segment was lost (its fsync failed): their
+ * bytes may be gone, so they must be uploaded again.  Caller holds mu.
+ */
+static void store_drop_lost(store *st)
+{
+	size_t n = 0;
+	uint8_t (*ids)[HASH_LEN] = xmalloc((st->pend.n + 1) * HASH_LEN);
+	for (size_t i = 0; i < st->pend.cap; i++) {
+		pend_ent *e = &st->pend.v[i];
+		if (!e->seq || !seg_lost(st->segs, e->loc.seg))
+			continue;
+		memcpy(ids[n++], e->id, HASH_LEN);
+		st->drop_seq = MAX(st->drop_seq, e->seq);
+		st->pend_bytes -= e->loc.len;
+	}
+	for (size_t i = 0; i < n; i++)
+		pend_del(&st->pend, ids[i]);
+	free(ids);
+	if (n)
+		log_err("%zu chunks not yet durable were lost with a segment whose fsync failed; "
+			"they must be sent again", n);
+}
+
+int store_flush(store *st)
+{
+	int rc = 0;
+	pthread_mutex_lock(&st->mu);
+	uint64_t target = st->put_seq, start = st->done_seq;
+	while (st->done_seq < target) {
+		if (st->flushing) {
+			/* Another thread's flush may cover our puts: wait for it
+			 * rather than start a second fsync. */
+			pthread_cond_wait(&st->flush_cv, &st->mu);
+			continue;
+		}
+		st->flushing = true;
+		uint64_t end = st->put_seq;
+		size_t n = 0;
+		pend_ent *rows = xmalloc((st->pend.n + 1) * sizeof *rows);
+		for (size_t i = 0; i < st->pend.cap; i++)
+			if (st->pend.v[i].seq)
+				rows[n++] = st->pend.v[i];
+		pthread_mutex_unlock(&st->mu);
+
+		bool lost = false;
+		rc = seg_sync(st->segs);
+		if (rc) {
+			lost = true;
+		} else if (n) {
+			pthread_mutex_lock(&st->db_mu);
+			rc = db_index(st, rows, n);
+			pthread_mutex_unlock(&st->db_mu);
+		}
+
+		pthread_mutex_lock(&st->mu);
+		if (!rc) {
+			for (size_t i = 0; i < n; i++) {
+				pend_del(&st->pend, rows[i].id);
+				st->pend_bytes -= rows[i].loc.len;
+			}
+			st->done_seq = end;
+		} else if (lost) {
+			store_drop_lost(st);
+		}
+		free(rows);
+		st->flushing = false;
+		pthread_cond_broadcast(&st->flush_cv);
+		if (rc)
+			break;
+	}
+	if (!rc && st->drop_seq > start)
+		rc = ss_fail(SS_EIO, "chunks stored in %s were lost when a segment could not be synced; "
+				     "send them again", st->dir);
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+/* ---- leases ---- */
+
+uint64_t store_lease_begin(store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	if (st->nleases == st->lease_cap) {
+		st->lease_cap = st->lease_cap ? st->lease_cap * 2 : 16;
+		st->leases = xrealloc(st->leases, st->lease_cap * sizeof *st->leases);
+	}
+	uint64_t id = ++st->lease_next;
+	st->leases[st->nleases++] = id;
+	pthread_mutex_unlock(&st->mu);
+	return id;
+}
+
+void store_lease_end(store *st, uint64_t lease)
+{
+	pthread_mutex_lock(&st->mu);
+	unsigned i = 0;
+	while (i < st->nleases && st->leases[i] != lease)
+		i++;
+	bool found = i < st->nleases;
+	if (found)
+		st->leases[i] = st->leases[--st->nleases];
+	pthread_mutex_unlock(&st->mu);
+	if (!found)
+		log_warn("lease %llu ended twice or never begun", (unsigned long long)lease);
+}
+
+unsigned store_lease_count(store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	unsigned n = st->nleases;
+	pthread_mutex_unlock(&st->mu);
+	return n;
+}
+
+/* ---- namespace ---- */
+
+void store_set_node(store *st, uint64_t short_id)
+{
+	pthread_mutex_lock(&st->mu);
+	st->node = short_id;
+	pthread_mutex_unlock(&st->mu);
+}
+
+static uint64_t store_node(store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	uint64_t node = st->node;
+	pthread_mutex_unlock(&st->mu);
+	return node;
+}
+
+static int rec_check_path(const char *path, size_t cap)
+{
+	size_t len = strnlen(path, cap);
+	if (len == cap)
+		return ss_fail(SS_EINVAL, "path too long (limit %d bytes)", SS_PATH_MAX);
+	return path_check(path, len);
+}
+
+/*
+ * Check that the tree under node id is wholly present: every node indexed,
+ * readable, well-formed and at the expected level (0: any, for the root),
+ * every data chunk indexed with the length its parent names.  Sets *size to
+ * the bytes under it.  Caller holds db_mu inside a transaction.
+ */
+static int tree_check(store *st, const char *path, const uint8_t id[HASH_LEN], unsigned level, uint64_t *size)
+{
+	char ab[SEG_ID_ABBREV];
+	seg_loc loc;
+	int rc = db_chunk_loc(st, id, &loc);
+	if (rc < 0)
+		return rc;
+	seg_id_abbrev(id, ab);
+	if (rc == 0)
+		return ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", path, ab);
+	buf b;
+	buf_init(&b, TREE_NODE_MAX);
+	tree_node nd;
+	if ((rc = seg_read(st->segs, &loc, id, &b))) {
+		if (rc == SS_ETOOBIG)
+			rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", path, ab);
+		goto out;
+	}
+	if (tree_node_decode(b.p, b.len, &nd) || (level && nd.level != level)) {
+		rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", path, ab);
+		goto out;
+	}
+	uint64_t total = 0;
+	for (unsigned i = 0; i < nd.count && !rc; i++) {
+		tree_entry e;
+		uint64_t sub = 0;
+		tree_node_entry(&nd, i, &e);
+		if (nd.level > 1) {
+			rc = tree_check(st, path, e.id, nd.level - 1u, &sub);
+		} else {
+			seg_loc cl;
+			rc = db_chunk_loc(st, e.id, &cl);
+			seg_id_abbrev(e.id, ab);
+			if (rc == 0)
+				rc = ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", path, ab);
+			else if (rc == 1) {
+				rc = 0;
+				sub = cl.len;
+			}
+		}
+		if (!rc && sub != e.size) {
+			seg_id_abbrev(id, ab);
+			rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s names %llu bytes for an entry "
+						  "holding %llu",
+				     path, ab, (unsigned long long)e.size, (unsigned long long)sub);
+		}
+		total += e.size; /* decode checked the sum fits */
+	}
+	*size = total;
+out:
+	buf_free(&b);
+	return rc;
+}
+
+int store_commit(store *st, record *rec)
+{
+	int rc = rec_check_path(rec->path, sizeof rec->path);
+	if (rc)
+		return rc;
+	uint64_t node = store_node(st);
+	if (!node)
+		return ss_fail(SS_EINVAL, "commit of %s refused: this store has no node id", rec->path);
+	if (rec->deleted)
+		memset(rec->root, 0, HASH_LEN);
+	if ((rc = store_flush(st)))
+		return rc;
+	if (!rec->otime_ns)
+		rec->otime_ns = now_wall_ns();
+
+	record *cur = xmalloc(sizeof *cur);
+	vvec vv = {0};
+	uint64_t seq = 0;
+	pthread_mutex_lock(&st->db_mu);
+	if ((rc = db_begin(st)))
+		goto out;
+	if (!rec->deleted) {
+		uint64_t size = 0;
+		if ((rc = tree_check(st, rec->path, rec->root, 0, &size)))
+			goto out;
+		if (size != rec->size) {
+			rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu",
+				     rec->path, (unsigned long long)size, (unsigned long long)rec->size);
+			goto out;
+		}
+	}
+	rc = db_current(st, rec->path, cur);
+	if (rc < 0)
+		goto out;
+	if (rc == 1)
+		vv = cur->vv;
+	if ((rc = vv_bump(&vv, node, rec->path)))
+		goto out;
+	/* rec is the caller's: change it only if the commit succeeds. */
+	vvec old_vv = rec->vv;
+	uint64_t old_origin = rec->origin;
+	rec->vv = vv;
+	rec->origin = node;
+	if (!(rc = db_put_version(st, rec, &seq)))
+		rc = db_commit(st, "cannot commit a version");
+	if (rc) {
+		rec->vv = old_vv;
+		rec->origin = old_origin;
+	} else {
+		rec->seq = seq;
+	}
+out:
+	if (rc)
+		db_rollback(st);
+	pthread_mutex_unlock(&st->db_mu);
+	free(cur);
+	return rc;
+}
+
+int store_rename(store *st, const char *from, const char *to, record *out_new)
+{
+	int rc;
+	if ((rc = path_check(from, strlen(from))) || (rc = path_check(to, strlen(to))))
+		return rc;
+	if (!strcmp(from, to))
+		return ss_fail(SS_EINVAL, "cannot rename %s onto itself", from);
+	uint64_t node = store_node(st);
+	if (!node)
+		return ss_fail(SS_EINVAL, "rename of %s refused: this store has no node id", from);
+	int64_t now = now_wall_ns();
+
+	/* src: from's current record; nr: the new record at to; tomb: from's
+	 * tombstone; old: to's current record, for its version vector. */
+	record *r = xmalloc(4 * sizeof *r), *src = &r[0], *nr = &r[1], *tomb = &r[2], *old = &r[3];
+	pthread_mutex_lock(&st->db_mu);
+	if ((rc = db_begin(st)))
+		goto out;
+	rc = db_current(st, from, src);
+	if (rc == 0 || (rc == 1 && src->deleted))
+		rc = ss_fail(SS_ENOENT, "cannot rename %s: no such file", from);
+	if (rc < 0)
+		goto out;
+	rc = db_current(st, to, old);
+	if (rc < 0)
+		goto out;
+	*nr = *src;
+	snprintf(nr->path, sizeof nr->path, "%s", to);
+	nr->vv = rc == 1 ? old->vv : (vvec){0};
+	nr->origin = node;
+	nr->otime_ns = now;
+	*tomb = (record){.mode = src->mode, .mtime_ns = now, .deleted = true, .vv = src->vv,
+			 .origin = node, .otime_ns = now};
+	snprintf(tomb->path, sizeof tomb->path, "%s", from);
+	if ((rc = vv_bump(&nr->vv, node, to)) || (rc = vv_bump(&tomb->vv, node, from)) ||
+	    (rc = db_put_version(st, nr, &nr->seq)) || (rc = db_put_version(st, tomb, &tomb->seq)) ||
+	    (rc = db_commit(st, "cannot commit a rename")))
+		goto out;
+	if (out_new)
+		*out_new = *nr;
+out:
+	if (rc)
+		db_rollback(st);
+	pthread_mutex_unlock(&st->db_mu);
+	free(r);
+	return rc;
+}
+
+int store_lookup(store *st, const char *path, record *out)
+{
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_current(st, path, out);
+	pthread_mutex_unlock(&st->db_mu);
+	if (rc == 0)
+		return ss_fail(SS_ENOENT, "no such file: %s", path);
+	return rc < 0 ? rc : 0;
+}
+
+int store_lookup_version(store *st, const char *path, uint64_t seq, record *out)
+{
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_VER_GET];
+	sqlite3_bind_int64(s, 1, (int64_t)seq);
+	sqlite3_bind_text(s, 2, path, -1, SQLITE_STATIC);
+	int src = sqlite3_step(s), rc;
+	if (src == SQLITE_ROW)
+		rc = rec_from_row(st, s, out);
+	else if (src == SQLITE_DONE)
+		rc = ss_fail(SS_ENOENT, "no version %llu of %s", (unsigned long long)seq, path);
+	else
+		rc = db_fail(st, src, "cannot read the namespace");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+/*
+ * Prefix match for store_list: "" matches everything; a prefix ending in
+ * '/' is a plain string prefix ("a/" matches everything under a/); any other
+ * prefix matches whole components: "a/b" matches "a/b" and "a/b/…", not
+ * "a/bc".
+ */
+static bool list_match(const char *path, const char *prefix, size_t plen)
+{
+	if (strncmp(path, prefix, plen))
+		return false;
+	return plen == 0 || prefix[plen - 1] == '/' || path[plen] == 0 || path[plen] == '/';
+}
+
+int store_list(store *st, const char *prefix, store_rec_fn fn, void *ctx)
+{
+	size_t plen = strlen(prefix);
+	record *batch = xmalloc(STORE_LIST_BATCH * sizeof *batch);
+	char *last = xmalloc(SS_PATH_MAX + 1);
+	bool first = true, done = false;
+	int rc = 0;
+	while (!done && !rc) {
+		unsigned n = 0;
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[first ? Q_LIST_FROM : Q_LIST_AFTER];
+		sqlite3_bind_text(s, 1, first ? prefix : last, -1, SQLITE_STATIC);
+		while (n < STORE_LIST_BATCH) {
+			int src = sqlite3_step(s);
+			if (src == SQLITE_DONE) {
+				done = true;
+				break;
+			}
+			if (src != SQLITE_ROW) {
+				rc = db_fail(st, src, "cannot list the namespace");
+				break;
+			}
+			const char *path = (const char *)sqlite3_column_text(s, 1);
+			if (!path || strncmp(path, prefix, plen)) {
+				done = true; /* sorted: past the prefix */
+				break;
+			}
+			snprintf(last, SS_PATH_MAX + 1, "%s", path);
+			if (!list_match(path, prefix, plen))
+				continue;
+			if ((rc = rec_from_row(st, s, &batch[n])))
+				break;
+			n++;
+		}
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		pthread_mutex_unlock(&st->db_mu);
+		first = false;
+		/* Callbacks run without locks, so they may call the store. */
+		for (unsigned i = 0; i < n && !rc; i++)
+			rc = fn(ctx, &batch[i]);
+	}
+	free(last);
+	free(batch);
+	return rc;
+}
+
+int store_history(store *st, const char *path, store_rec_fn fn, void *ctx)
+{
+	record *batch = xmalloc(STORE_LIST_BATCH * sizeof *batch);
+	int64_t before = INT64_MAX;
+	bool done = false;
+	int rc = 0;
+	while (!done && !rc) {
+		unsigned n = 0;
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[Q_HISTORY];
+		sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, before);
+		while (n < STORE_LIST_BATCH) {
+			int src = sqlite3_step(s);
+			if (src == SQLITE_DONE) {
+				done = true;
+				break;
+			}
+			if (src != SQLITE_ROW) {
+				rc = db_fail(st, src, "cannot read the history");
+				break;
+			}
+			if ((rc = rec_from_row(st, s, &batch[n])))
+				break;
+			before = (int64_t)batch[n++].seq;
+		}
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		pthread_mutex_unlock(&st->db_mu);
+		for (unsigned i = 0; i < n && !rc; i++)
+			rc = fn(ctx, &batch[i]);
+	}
+	free(batch);
+	return rc;
+}
+
+int store_stats_get(store *st, store_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+		ss_assert_fail("EVP_DigestInit_ex(sha256)", __FILE__, __LINE__);
+	record *r = xmalloc(sizeof *r);
+	int rc = 0, src;
+	pthread_mutex_lock(&st->db_mu);
+	out->chunks = st->nchunks;
+	out->chunk_bytes = st->chunk_bytes;
+	sqlite3_stmt *s = st->q[Q_HEAD];
+	if ((src = sqlite3_step(s)) == SQLITE_ROW)
+		out->head_seq = (uint64_t)sqlite3_column_int64(s, 0);
+	else
+		rc = db_fail(st, src, "cannot read the namespace");
+	sqlite3_reset(s);
+	s = st->q[Q_DIGEST];
+	while (!rc && (src = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((rc = rec_from_row(st, s, r)))
+			break;
+		uint8_t b[1 + 1 + HASH_LEN + 4 + VV_MAX * 16];
+		b[0] = 0;
+		b[1] = r->deleted;
+		memcpy(b + 2, r->root, HASH_LEN);
+		le32(b + 2 + HASH_LEN, r->vv.n);
+		size_t n = 2 + HASH_LEN + 4 + vv_encode(&r->vv, b + 2 + HASH_LEN + 4);
+		EVP_DigestUpdate(md, r->path, strlen(r->path));
+		EVP_DigestUpdate(md, b, n);
+		if (!r->deleted) {
+			out->files++;
+			out->bytes += r->size;
+		}
+	}
+	if (!rc && src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the namespace");
+	sqlite3_reset(s);
+	pthread_mutex_unlock(&st->db_mu);
+	unsigned len = HASH_LEN;
+	EVP_DigestFinal_ex(md, out->digest, &len);
+	EVP_MD_CTX_free(md);
+	free(r);
+	return rc;
+}

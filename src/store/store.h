@@ -1,0 +1,127 @@
+/*
+ * store — the chunk store (segment files) and the metadata (SQLite, WAL).
+ *
+ * Data directory layout (format version STORE_FORMAT):
+ *
+ *   path                 what
+ *   -------------------  -------------------------------------------------
+ *   FORMAT               "syncstore-store <version>\n"; refuse newer versions
+ *   LOCK                 flock()ed while a server uses the directory
+ *   meta.db (+-wal,-shm) SQLite: chunk index, namespace, versions, settings
+ *   seg/NNNNNNNN.seg     append-only segment files of chunk records
+ *
+ * Segment record (see segment.c for the full table): header with magic,
+ * length and the chunk id, then the raw bytes.  A record is whole when its
+ * length fits in the file and SHA-256(bytes) equals its id; recovery cuts the
+ * file after the last whole record.
+ *
+ * Durability (group commit): store_put_chunk appends to the active segment
+ * and remembers the index row in memory; store_flush fsyncs the segment and
+ * then commits all remembered rows in one SQLite transaction.  Concurrent
+ * callers of store_flush share one fsync.  Nothing is reported present by
+ * store_has before its bytes are in a segment; nothing is acknowledged to a
+ * client before store_flush (or store_commit, which flushes) returns.
+ *
+ * Thread safety: every function may be called from any thread.
+ */
+#ifndef SS_STORE_H
+#define SS_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../chunk/chunk.h"
+#include "../util/util.h"
+
+#define STORE_FORMAT 1
+#define STORE_SEGMENT_MAX (64u << 20) /* roll to a new segment past this */
+
+typedef struct store store;
+
+/*
+ * Open (creating if empty) a data directory.  Refuses with a clear message:
+ * a directory it cannot write, one locked by another process, a newer format.
+ * Recovers torn segment tails.
+ */
+int store_open(const char *dir, store **out);
+void store_close(store *st);
+const char *store_dir(const store *st);
+
+/* ---- chunks (data chunks and tree nodes alike) ---- */
+
+/* 1 present, 0 absent, <0 error. */
+int store_has(store *st, const uint8_t id[HASH_LEN]);
+/* Append bytes whose SHA-256 the caller has verified equals id. Idempotent. */
+int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len);
+/* Read a chunk into out (reset first) and verify its SHA-256; SS_ECORRUPT
+ * with a message naming the chunk if it does not verify, SS_ENOENT if absent. */
+int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out);
+/* Make every chunk put so far durable (group commit). */
+int store_flush(store *st);
+
+/* ---- leases: chunks of uploads in flight are pinned against GC ---- */
+uint64_t store_lease_begin(store *st);
+void store_lease_end(store *st, uint64_t lease);
+/* Number of live leases (for status and for GC, which must skip pinned chunks). */
+unsigned store_lease_count(store *st);
+
+/* ---- namespace ---- */
+
+#define VV_MAX 16
+typedef struct vv_entry {
+	uint64_t node; /* short node id: first 8 bytes of the node id, BE */
+	uint64_t counter;
+} vv_entry;
+typedef struct vvec {
+	unsigned n;
+	vv_entry e[VV_MAX];
+} vvec;
+
+typedef struct record {
+	char path[SS_PATH_MAX + 1];
+	uint64_t seq;      /* local sequence number (assigned by commit) */
+	uint64_t size;
+	uint32_t mode;
+	int64_t mtime_ns;
+	uint8_t root[HASH_LEN]; /* manifest root (content id); zero when deleted */
+	bool deleted;
+	vvec vv;
+	uint64_t origin;   /* short id of the node that took the write */
+	int64_t otime_ns;  /* when the origin took it */
+} record;
+
+/* Node identity of this store (short id), set by the server at start. */
+void store_set_node(store *st, uint64_t short_id);
+
+/*
+ * Commit a new version of rec->path: flushes chunks, checks in the same
+ * transaction that rec->root's whole tree is present (unless deleted), bumps
+ * the path's version vector for this node, assigns rec->seq, and makes the
+ * record durable before returning.  SS_ENOENT if a chunk is missing.
+ */
+int store_commit(store *st, record *rec);
+/* Rename: one transaction writing the new path and a tombstone for the old. */
+int store_rename(store *st, const char *from, const char *to, record *out_new);
+/* Current (live or deleted) record of a path: 0, SS_ENOENT. */
+int store_lookup(store *st, const char *path, record *out);
+/* Version with local sequence seq of path. */
+int store_lookup_version(store *st, const char *path, uint64_t seq, record *out);
+
+/* Iterate current live records whose path starts with prefix (sorted).
+ * fn returning non-zero stops the walk and is returned. */
+typedef int (*store_rec_fn)(void *ctx, const record *r);
+int store_list(store *st, const char *prefix, store_rec_fn fn, void *ctx);
+/* Kept versions of one path, newest first. */
+int store_history(store *st, const char *path, store_rec_fn fn, void *ctx);
+
+typedef struct store_stats {
+	uint64_t head_seq;
+	uint64_t files;      /* live paths */
+	uint64_t bytes;      /* sum of live sizes */
+	uint64_t chunks;     /* chunk records indexed */
+	uint64_t chunk_bytes;
+	uint8_t digest[HASH_LEN]; /* SHA-256 over the sorted current namespace */
+} store_stats;
+int store_stats_get(store *st, store_stats *out);
+
+#endif

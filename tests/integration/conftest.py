@@ -1,0 +1,525 @@
+"""Shared fixtures and helpers for the syncstore integration tests.
+
+Everything runs real processes on 127.0.0.1: `build/syncstore` (or
+$SYNCSTORE_BIN) as server and as client.  Every process a test starts is
+registered with the `procs` fixture and killed by PID at teardown, whatever
+the outcome of the test.
+"""
+
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from forwarder import Forwarder  # noqa: E402
+
+BIN = os.environ.get("SYNCSTORE_BIN") or str(REPO / "build" / "syncstore")
+HOST = "127.0.0.1"
+MiB = 1 << 20
+KiB = 1 << 10
+
+# The wire protocol's first frame: u32 LE length, type 1 (HELLO), magic,
+# max_version, min_version, flags.
+HELLO = struct.pack("<IB8sHHI", 17, 1, b"SYNCSTOR", 1, 1, 0)
+MAX_FRAME = 1 << 20
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+
+def free_port():
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def make_file(path, size, seed=0):
+    """Write `size` deterministic random bytes (random.Random(seed)) to path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 8 * MiB)
+            f.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+def make_text_file(path, size, seed=0):
+    """Compressible text: lines of words from a small vocabulary."""
+    rng = random.Random(seed)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+             "hotel", "india", "juliet", "kilo", "lima", "mike", "november"]
+    out = []
+    n = 0
+    while n < size:
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + "\n"
+        out.append(line)
+        n += len(line)
+    data = "".join(out).encode()[:size]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def assert_same_file(got, want):
+    got, want = Path(got), Path(want)
+    assert got.exists(), f"{got} was not written"
+    gs, ws = got.stat().st_size, want.stat().st_size
+    assert gs == ws, f"{got}: size {gs}, expected {ws} (as {want})"
+    assert sha256_file(got) == sha256_file(want), f"{got}: content differs from {want}"
+
+
+def addr_of(server):
+    """'127.0.0.1:PORT' from a Server, a Forwarder, an int port or a string."""
+    if server is None:
+        return None
+    if isinstance(server, int):
+        return f"{HOST}:{server}"
+    if hasattr(server, "addr"):
+        return server.addr
+    return str(server)
+
+
+def describe(cp):
+    """A readable dump of a CompletedProcess for assertion messages."""
+    args = " ".join(str(a) for a in cp.args)
+    return (f"\n$ {args}\nexit {cp.returncode}\n--- stdout ---\n{cp.stdout}"
+            f"\n--- stderr ---\n{cp.stderr}")
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class Procs:
+    """Every process a test starts; kill_all() kills leftovers by PID."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, p):
+        self.items.append(p)
+        return p
+
+    def popen(self, args, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return self.add(subprocess.Popen([str(a) for a in args], **kw))
+
+    def kill_all(self):
+        for p in self.items:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for p in self.items:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.items.clear()
+
+
+@pytest.fixture
+def procs():
+    p = Procs()
+    yield p
+    p.kill_all()
+
+
+# --------------------------------------------------------------------------
+# the client
+
+
+def client_cmd(*args, server=None, tls=None, quiet=True):
+    cmd = [BIN]
+    if server is not None:
+        cmd += ["--server", addr_of(server)]
+    if tls is not None:
+        cmd += ["--tls", str(tls)]
+    if quiet:
+        cmd.append("--quiet")
+    return cmd + [str(a) for a in args]
+
+
+def run_cli(*args, server=None, tls=None, check=True, timeout=120, quiet=True, env=None, cwd=None):
+    """Run one client command; returns the CompletedProcess (text).
+
+    check=True asserts exit 0 and shows stdout/stderr otherwise.
+    """
+    cmd = client_cmd(*args, server=server, tls=tls, quiet=quiet)
+    full_env = dict(os.environ)
+    full_env.pop("SYNCSTORE_SERVER", None)
+    full_env.pop("SYNCSTORE_TLS", None)
+    if env:
+        full_env.update(env)
+    try:
+        cp = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            errors="replace", timeout=timeout, env=full_env, cwd=cwd)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\nstderr so far: {e.stderr!r}")
+    if check:
+        assert cp.returncode == 0, "command failed:" + describe(cp)
+    return cp
+
+
+def assert_fails(cp, code=1, words=()):
+    """A failed command: exit `code` (None: any non-zero), a message on stderr
+    containing one of `words` (case-insensitive) when given."""
+    if code is None:
+        assert cp.returncode != 0, "expected a failure:" + describe(cp)
+    else:
+        assert cp.returncode == code, f"expected exit {code}:" + describe(cp)
+    err = cp.stderr.strip()
+    assert err, "expected an error message on stderr:" + describe(cp)
+    assert "Traceback" not in err and "Segmentation" not in err, describe(cp)
+    if words:
+        low = err.lower()
+        assert any(w.lower() in low for w in words), \
+            f"stderr should mention one of {list(words)}:" + describe(cp)
+    return err
+
+
+def ls_paths(cp):
+    """Remote paths from `ls` output: the last field of each non-empty line."""
+    return [line.split()[-1] for line in cp.stdout.splitlines() if line.strip()]
+
+
+def parse_stat(cp):
+    """`stat` output ("key: value" lines) as a dict."""
+    out = {}
+    for line in cp.stdout.splitlines():
+        if ":" in line:
+            k, _, v = line.partition(":")
+            out[k.strip().lower()] = v.strip()
+    return out
+
+
+# --------------------------------------------------------------------------
+# the server
+
+
+class Server:
+    """One `syncstore server` process on 127.0.0.1.
+
+    The log (stdout and stderr) goes to a file so a chatty server never
+    blocks on a full pipe; `log()` reads it for assertion messages.
+    """
+
+    def __init__(self, procs, data, tls, port=None, extra=(), logdir=None):
+        self.procs = procs
+        self.data = Path(data)
+        self.tls = Path(tls)
+        self.port = port or free_port()
+        self.extra = [str(a) for a in extra]
+        self.logdir = Path(logdir) if logdir else self.data.parent
+        self.proc = None
+        self.starts = 0
+        self.logfile = None
+
+    @property
+    def addr(self):
+        return f"{HOST}:{self.port}"
+
+    def cmd(self):
+        return [BIN, "server", "--data", str(self.data), "--listen", self.addr,
+                "--tls", str(self.tls)] + self.extra
+
+    def start(self, wait=True, timeout=30):
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        self.starts += 1
+        self.logfile = self.logdir / f"server-{self.port}-{self.starts}.log"
+        with open(self.logfile, "wb") as log:
+            self.proc = self.procs.popen(self.cmd(), stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode} before it was ready:\n"
+                            f"{' '.join(self.cmd())}\n{self.log()}")
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    pass
+                if self.proc.poll() is None:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"server not ready on {self.addr} after {timeout}s:\n{self.log()}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Send `sig` and wait; returns the exit code (kill -9 after timeout)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+                pytest.fail(f"server did not exit within {timeout}s of signal {sig}:\n{self.log()}")
+        return self.proc.returncode
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def restart(self, **kw):
+        """Stop (SIGTERM) if running, then start again on the same data and port."""
+        if self.alive():
+            self.stop()
+        return self.start(**kw)
+
+    def log(self):
+        if self.logfile is None or not self.logfile.exists():
+            return "(no log)"
+        text = self.logfile.read_text(errors="replace")
+        return text[-6000:]
+
+    def cli(self, *args, check=True, **kw):
+        """Run a client command against this server (admin identity by default)."""
+        kw.setdefault("tls", self.tls)
+        cp = run_cli(*args, server=self, check=False, **kw)
+        if check:
+            assert cp.returncode == 0, "command failed:" + describe(cp) + "\n--- server log ---\n" + self.log()
+        return cp
+
+    def put(self, local, remote, **kw):
+        return self.cli("put", local, remote, **kw)
+
+    def get(self, remote, local, **kw):
+        return self.cli("get", remote, local, **kw)
+
+    def ls(self, *prefix, **kw):
+        return ls_paths(self.cli("ls", *prefix, **kw))
+
+    def stat(self, remote, **kw):
+        return parse_stat(self.cli("stat", remote, **kw))
+
+    def status(self, **kw):
+        cp = self.cli("status", "--json", **kw)
+        try:
+            return json.loads(cp.stdout)
+        except ValueError:
+            pytest.fail("status --json did not print JSON:" + describe(cp))
+
+
+def run_server_once(data, tls, port=None, timeout=20, extra=()):
+    """Run a server that is expected to refuse to start; returns the
+    CompletedProcess (output in .stderr) or fails if it keeps running."""
+    port = port or free_port()
+    cmd = [BIN, "server", "--data", str(data), "--listen", f"{HOST}:{port}", "--tls", str(tls)]
+    cmd += [str(a) for a in extra]
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"server kept running (expected it to refuse to start): {' '.join(cmd)}")
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+
+def _check_binary():
+    if not os.path.isfile(BIN) or not os.access(BIN, os.X_OK):
+        pytest.fail(f"syncstore binary not found at {BIN} (build it, or set SYNCSTORE_BIN)")
+
+
+@pytest.fixture(scope="session")
+def bin_path():
+    _check_binary()
+    return BIN
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory):
+    """A cluster CA with the admin client identity (`syncstore init`)."""
+    _check_binary()
+    d = tmp_path_factory.mktemp("ca") / "tls"
+    cp = subprocess.run([BIN, "init", str(d)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, "syncstore init failed:" + describe(cp)
+    for name in ("ca.crt", "ca.key", "client.crt", "client.key"):
+        assert (d / name).exists(), f"syncstore init did not create {name}:" + describe(cp)
+    return d
+
+
+@pytest.fixture
+def cli(ca):
+    """cli(*args, server=, tls=, check=True, timeout=) -> CompletedProcess."""
+    def _cli(*args, server=None, tls=None, check=True, timeout=120, **kw):
+        return run_cli(*args, server=server, tls=tls if tls is not None else ca,
+                       check=check, timeout=timeout, **kw)
+    return _cli
+
+
+@pytest.fixture
+def make_server(procs, ca, tmp_path):
+    """make_server(data=None, port=None, extra=(), start=True) -> Server."""
+    servers = []
+
+    def _make(data=None, port=None, extra=(), start=True, tls=None):
+        data = Path(data) if data else tmp_path / f"data{len(servers)}"
+        s = Server(procs, data, tls or ca, port=port, extra=extra, logdir=tmp_path)
+        servers.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield _make
+    for s in servers:
+        s.kill9()
+
+
+@pytest.fixture
+def server(make_server):
+    """One running server with a fresh data directory."""
+    return make_server()
+
+
+@pytest.fixture
+def forwarder():
+    """forwarder(target) -> Forwarder; all closed at teardown."""
+    fwds = []
+
+    def _make(target):
+        f = Forwarder(addr_of(target))
+        fwds.append(f)
+        return f
+
+    yield _make
+    for f in fwds:
+        f.close()
+
+
+# --------------------------------------------------------------------------
+# raw wire access (auth and bad-input tests)
+
+
+def tls_context(ca_dir, client_dir=None, verify=True, max_version=None):
+    """A client TLS context: trusts ca_dir/ca.crt, presents
+    client_dir/client.crt (client_dir=False: no certificate)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    if verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(str(Path(ca_dir) / "ca.crt"))
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_dir is not False:
+        d = Path(client_dir or ca_dir)
+        ctx.load_cert_chain(str(d / "client.crt"), str(d / "client.key"))
+    if max_version is not None:
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = max_version
+    else:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def raw_tls(server, ctx, timeout=5):
+    """A TLS connection to server (handshake done); raises on handshake failure."""
+    sock = socket.create_connection((HOST, server.port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(sock)
+    except Exception:
+        sock.close()
+        raise
+
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        d = sock.recv(n - len(buf))
+        if not d:
+            raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += d
+    return buf
+
+
+def read_frame(sock):
+    """One frame: (type, payload)."""
+    (length,) = struct.unpack("<I", recv_exact(sock, 4))
+    assert 1 <= length <= MAX_FRAME, f"server sent a frame of length {length}"
+    body = recv_exact(sock, length)
+    return body[0], body[1:]
+
+
+def frame(type_, payload=b""):
+    return struct.pack("<IB", len(payload) + 1, type_) + payload
+
+
+def wire_str(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<H", len(b)) + b
+
+
+def hello_exchange(sock):
+    """Send our HELLO and read the server's; returns its payload fields."""
+    sock.sendall(HELLO)
+    t, payload = read_frame(sock)
+    assert t == 1, f"server's first frame has type {t}, expected HELLO (1)"
+    assert len(payload) >= 16 and payload[:8] == b"SYNCSTOR", f"bad server HELLO {payload!r}"
+    magic, vmax, vmin, flags = struct.unpack("<8sHHI", payload[:16])
+    assert vmin <= 1 <= vmax, f"server HELLO versions {vmin}..{vmax} do not include 1"
+    return {"max_version": vmax, "min_version": vmin, "flags": flags}
+
+
+def wait_closed(sock, timeout=5, limit=4 * MiB):
+    """True when the peer closes the connection (EOF or an error) within
+    `timeout` seconds; bytes it sends first (an ERROR frame, an alert) are
+    read and ignored, up to `limit`."""
+    deadline = time.monotonic() + timeout
+    got = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        try:
+            d = sock.recv(65536)
+        except socket.timeout:
+            return False
+        except (OSError, ssl.SSLError):
+            return True
+        if not d:
+            return True
+        got += len(d)
+        if got > limit:
+            return False
