@@ -151,7 +151,7 @@ int cmd_rm(const cli_opts *o, int argc, char **argv)
 	client cl;
 	if ((rc = client_connect(o, &cl)))
 		return cli_fail("rm", rc);
-	if (!(rc = wire_rm(&cl.io.out, path, flags)) && !(rc = request(o, &cl, MSG_OK)) && !o->quiet)
+	if (!(rc = wire_rm(&cl.io.out, path, flags)) && !(rc = request(o, &cl, MSG_OK)))
 		printf("removed %llu file%s\n", (unsigned long long)cl.m->ok.value, cl.m->ok.value == 1 ? "" : "s");
 	client_close(&cl);
 	return rc ? cli_fail("rm", rc) : 0;

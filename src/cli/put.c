@@ -432,7 +432,7 @@ int cmd_put(const cli_opts *o, int argc, char **argv)
 	client_close(&cl);
 	if (rc)
 		return cli_fail("put", rc);
-	if (!o->quiet) {
+	{
 		char size[16], sent[16];
 		fmt_size(stats.file_bytes, size);
 		fmt_size(stats.sent, sent);

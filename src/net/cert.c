@@ -15,7 +15,8 @@
  *                                                      extendedKeyUsage serverAuth,clientAuth
  *                                                      subject/authorityKeyIdentifier
  *
- * Serials are 128 random bits; validity starts an hour in the past (clock
+ * Serials are 16 random bytes (126 random bits: the top two are 01 so the
+ * DER INTEGER is positive, always 16 bytes, never zero); validity starts an hour in the past (clock
  * skew between nodes) and lasts 10 years, never past the CA's own end.
  *
  * Files are never overwritten and never appear half-written: each is
@@ -278,8 +279,7 @@ static int make_cert(EVP_PKEY *key, const char *cn, const char *ou, X509 *ca, EV
 		rc = tls_fail(SS_ENOMEM, "cannot allocate a certificate");
 		goto out;
 	}
-	/* 128 random bits, top bit clear so the DER INTEGER stays positive and
-	 * 16 bytes long, never zero. */
+	/* Top bits 01: positive in DER, always 16 bytes long, never zero. */
 	if (RAND_bytes(rnd, sizeof rnd) != 1) {
 		rc = tls_fail(SS_EIO, "cannot get random bytes");
 		goto out;

@@ -4,8 +4,9 @@
  * One thread per connection does blocking SSL_read/SSL_write: for bulk chunk
  * streams this is the fastest of the ways measured (DESIGN.md §4), and the
  * callers read exact sizes, so conn_read loops over records until n bytes
- * are in.  Read-ahead with a 128 KiB record-layer buffer (tls.c) lets one
- * recv() bring several records; see bench/tls_bench.c for the numbers.
+ * are in; read-ahead (tls.c) saves a syscall per record.  Cost, measured
+ * with bench/tls_bench.c: ~1 core-second per GB at each end (AES-GCM, the
+ * copies in and out of the kernel, and loopback TCP itself).
  *
  * Timeouts: connect() is bounded by poll() on a non-blocking socket; the
  * handshake by SO_RCVTIMEO/SO_SNDTIMEO, cleared afterwards; reads by
@@ -196,6 +197,19 @@ static void conn_fatal(conn *c)
 	SSL_set_quiet_shutdown(c->ssl, 1);
 }
 
+/*
+ * A signal interrupted a blocking call: OpenSSL reports EINTR as "want
+ * read/write", which must not pass for a timeout.  Retrying is right —
+ * the way to stop a thread blocked on a conn is shutdown(fd), not a signal.
+ */
+static bool conn_interrupted(SSL *ssl, int ret)
+{
+	int e = errno;
+	int err = SSL_get_error(ssl, ret);
+	errno = e;
+	return e == EINTR && (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE);
+}
+
 /* Turn a failed SSL_read/SSL_write into an SS_E code and message.  `got`
  * bytes of `want` had been transferred by this call. */
 static int conn_io_error(conn *c, int ret, const char *op, size_t got, size_t want)
@@ -263,9 +277,11 @@ static int conn_handshake(SSL_CTX *ctx, int fd, int is_server, int timeout_ms, c
 		rc = tls_fail(SS_ENOMEM, "tls handshake with %s failed", who);
 		goto fail;
 	}
-	ERR_clear_error();
-	errno = 0;
-	r = is_server ? SSL_accept(c->ssl) : SSL_connect(c->ssl);
+	do {
+		ERR_clear_error();
+		errno = 0;
+		r = is_server ? SSL_accept(c->ssl) : SSL_connect(c->ssl);
+	} while (r != 1 && conn_interrupted(c->ssl, r));
 	if (r != 1) {
 		e = errno;
 		err = SSL_get_error(c->ssl, r);
@@ -391,8 +407,11 @@ int conn_write(conn *c, const void *p, size_t n)
 		errno = 0;
 		/* Blocking and without partial writes, SSL_write_ex returns only
 		 * when all of it is sent, as 16 KiB records. */
-		if (SSL_write_ex(c->ssl, q + done, MIN(n - done, (size_t)CONN_IO_MAX), &w) <= 0)
+		if (SSL_write_ex(c->ssl, q + done, MIN(n - done, (size_t)CONN_IO_MAX), &w) <= 0) {
+			if (conn_interrupted(c->ssl, 0))
+				continue; /* same arguments, as OpenSSL requires */
 			return conn_io_error(c, 0, "write to", done, n);
+		}
 		done += w;
 	}
 	return 0;
@@ -409,8 +428,11 @@ int conn_read(conn *c, void *p, size_t n)
 		size_t r = 0;
 		ERR_clear_error();
 		errno = 0;
-		if (SSL_read_ex(c->ssl, q + got, MIN(n - got, (size_t)CONN_IO_MAX), &r) <= 0)
+		if (SSL_read_ex(c->ssl, q + got, MIN(n - got, (size_t)CONN_IO_MAX), &r) <= 0) {
+			if (conn_interrupted(c->ssl, 0))
+				continue;
 			return conn_io_error(c, 0, "read from", got, n);
+		}
 		got += r;
 	}
 	return 0;

@@ -74,6 +74,13 @@ int tls_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)
  * signal(SIGPIPE, SIG_IGN)); this module then sees EPIPE → SS_ECLOSED.
  * After SS_ETIMEDOUT from conn_read the position in the stream is lost if
  * part of the n bytes had arrived; close the connection.
+ *
+ * One thread at a time per conn: OpenSSL does not allow SSL_read and
+ * SSL_write on one SSL from two threads at once (a read may write, e.g. a
+ * key update).  Another thread may only shutdown(c->fd, SHUT_RDWR) to wake
+ * a blocked one.  Records are read ahead, so bytes may wait inside OpenSSL:
+ * poll() on c->fd alone does not tell whether a read would block (check
+ * SSL_has_pending(c->ssl) first).
  */
 typedef struct conn {
 	int fd;

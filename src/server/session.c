@@ -263,6 +263,28 @@ typedef struct walk_level {
 	unsigned next;
 } walk_level;
 
+/*
+ * Read a chunk of the tree being sent.  A copy that fails verification is
+ * forgotten together with every node above it on the stack (their subtrees
+ * are no longer whole), so the next put of the file uploads it again.
+ */
+static int read_tree_chunk(session *s, const uint8_t id[HASH_LEN], walk_level *stack, int depth)
+{
+	int rc = store_get_chunk(s->srv->st, id, &s->chunk);
+	if (rc != SS_ECORRUPT)
+		return rc;
+	char what[WIRE_TEXT_MAX];
+	snprintf(what, sizeof what, "%s", ss_errmsg(rc));
+	store_forget(s->srv->st, id);
+	for (int i = 0; i < depth; i++) {
+		uint8_t nid[HASH_LEN];
+		sha256(stack[i].bytes, TREE_HDR + (size_t)TREE_ENTRY * stack[i].nd.count, nid);
+		store_forget(s->srv->st, nid);
+	}
+	log_err("%s: dropped from the index until a client or peer sends it again", what);
+	return ss_fail(SS_ECORRUPT, "%s", what);
+}
+
 /* Depth-first pre-order: a node, then its children.  Bounded by tree depth. */
 static int send_tree(session *s, const uint8_t root[HASH_LEN])
 {
@@ -272,7 +294,7 @@ static int send_tree(session *s, const uint8_t root[HASH_LEN])
 	memcpy(id, root, HASH_LEN);
 	for (;;) {
 		/* id names a node to send and descend into. */
-		if ((rc = store_get_chunk(s->srv->st, id, &s->chunk)))
+		if ((rc = read_tree_chunk(s, id, stack, depth)))
 			goto out;
 		walk_level *w = &stack[depth];
 		if (s->chunk.len > TREE_NODE_MAX) {
@@ -295,7 +317,7 @@ static int send_tree(session *s, const uint8_t root[HASH_LEN])
 			if (top->nd.level == 1) {
 				for (; top->next < top->nd.count; top->next++) {
 					tree_node_entry(&top->nd, top->next, &e);
-					if ((rc = store_get_chunk(s->srv->st, e.id, &s->chunk)) ||
+					if ((rc = read_tree_chunk(s, e.id, stack, depth)) ||
 					    (rc = send_chunk(s, e.id)))
 						goto out;
 				}

@@ -359,7 +359,7 @@ static int seg_scan(uint32_t num, int fd, uint64_t start, uint64_t fsize, seg_fo
 	}
 	free(data);
 	*end = pos;
-	return rc;
+	return rc == SEG_CUT ? 0 : rc;
 }
 
 int seg_recover(seg_set *ss, uint32_t num, uint64_t indexed_end, seg_found_fn fn, void *ctx)

@@ -41,7 +41,8 @@ static inline uint64_t seg_loc_end(const seg_loc *l) { return l->off + SEG_REC_H
 typedef struct seg_set seg_set;
 
 /* Open the segment directory (which must exist) and list its segments.  No
- * recovery yet: the store drives it with seg_recover for each segment. */
+ * recovery yet: the store drives it with seg_recover, which must run for
+ * every segment before the first append (it sets each append point). */
 int seg_open(const char *dir, seg_set **out);
 void seg_close(seg_set *ss);
 
@@ -57,6 +58,9 @@ uint32_t seg_num_at(seg_set *ss, unsigned i);
  * returning non-zero stops the scan and is returned (nothing is truncated).
  */
 typedef int (*seg_found_fn)(void *ctx, const seg_loc *loc, const uint8_t id[HASH_LEN]);
+/* fn returns SEG_CUT to cut the file at the start of this record instead:
+ * for records that were never acknowledged and cannot be indexed now. */
+#define SEG_CUT 1
 int seg_recover(seg_set *ss, uint32_t num, uint64_t indexed_end, seg_found_fn fn, void *ctx);
 
 /* Append one record to the active segment.  On failure (a full disk) the

@@ -63,6 +63,10 @@
  * must take the pinned ids from each lease), and must block new leases
  * during its sweep.
  *
+ * store_list prefixes match whole components ("a/b" lists "a/b" and
+ * "a/b/…", not "a/bc"); a prefix ending in '/' or "" is a plain string
+ * prefix.  Tombstones are listed by no walk but history and the digest.
+ *
  * Limits: pending bytes above STORE_PENDING_BYTES (or rows above
  * STORE_PENDING_ROWS) make the put that crosses it flush, which also holds
  * back other putters until the flush completes.  store_list and
@@ -257,6 +261,7 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *q[Q_COUNT];
 	uint64_t nchunks, chunk_bytes; /* indexed chunks, under db_mu */
+	bool fresh_db;                 /* meta.db was created by this open */
 };
 
 const char *store_dir(const store *st) { return st->dir; }
@@ -550,8 +555,9 @@ static int store_mkdir(store *st)
 		if (!S_ISDIR(sb.st_mode))
 			return ss_fail(SS_EINVAL, "cannot use data directory %s: not a directory", st->dir);
 	} else if (errno == ENOENT) {
-		if (mkdir_p(st->dir, 0700))
-			return store_sysfail(errno, "cannot create data directory %s: %s", st->dir);
+		int rc = mkdir_p(st->dir, 0700);
+		if (rc)
+			return ss_fail(rc, "cannot create data directory %s: %s", st->dir, ss_strerror(rc));
 		/* Make the new directory's entry durable in its parent. */
 		char parent[PATH_MAX];
 		snprintf(parent, sizeof parent, "%s", st->dir);
@@ -562,8 +568,7 @@ static int store_mkdir(store *st)
 			*slash = 0;
 		else
 			snprintf(parent, sizeof parent, ".");
-		int rc = fsync_dir(parent);
-		if (rc)
+		if ((rc = fsync_dir(parent)))
 			return rc;
 	} else {
 		return store_sysfail(errno, "cannot use data directory %s: %s", st->dir);
@@ -598,8 +603,16 @@ static int store_lock(store *st)
 	return 0;
 }
 
-/* A directory without FORMAT is only adopted when it holds nothing else,
- * so a mistyped --data never turns someone's files into a store. */
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n > k && !strcmp(s + n - k, suffix);
+}
+
+/* A directory without FORMAT is only adopted when it holds nothing but a
+ * node identity (the server keeps node.crt/node.key there, and an operator
+ * may put them in place before the first start), so a mistyped --data never
+ * turns someone's files into a store. */
 static int store_check_empty(store *st)
 {
 	DIR *d = opendir(st->dir);
@@ -610,7 +623,7 @@ static int store_check_empty(store *st)
 	while ((de = readdir(d))) {
 		const char *n = de->d_name;
 		if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "LOCK") || !strcmp(n, "FORMAT.tmp") ||
-		    !strcmp(n, "lost+found"))
+		    !strcmp(n, "lost+found") || has_suffix(n, ".crt") || has_suffix(n, ".key"))
 			continue;
 		rc = ss_fail(SS_EFORMAT, "data directory %s is not empty and has no FORMAT file: "
 					 "not a syncstore data directory (found %s)", st->dir, n);
@@ -665,7 +678,7 @@ static int store_segdir(store *st, char out[PATH_MAX])
 
 static int store_db_open(store *st)
 {
-	bool fresh = access(st->dbpath, F_OK) < 0;
+	bool fresh = st->fresh_db = access(st->dbpath, F_OK) < 0;
 	int src = sqlite3_open_v2(st->dbpath, &st->db,
 				  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (src != SQLITE_OK)
@@ -729,6 +742,26 @@ static int recover_found(void *ctx, const seg_loc *loc, const uint8_t id[HASH_LE
 	return db_index(rc->st, rc->rows, STORE_RECOVER_BATCH);
 }
 
+static int recover_cut(void *ctx, const seg_loc *loc, const uint8_t id[HASH_LEN])
+{
+	(void)ctx, (void)loc, (void)id;
+	return SEG_CUT;
+}
+
+static int seg_end_get(store *st, uint32_t num, int64_t *end)
+{
+	sqlite3_stmt *s = st->q[Q_SEG_END_GET];
+	sqlite3_bind_int64(s, 1, num);
+	int src = sqlite3_step(s), err = 0;
+	*end = 0;
+	if (src == SQLITE_ROW)
+		*end = sqlite3_column_int64(s, 0);
+	else if (src != SQLITE_DONE)
+		err = db_fail(st, src, "cannot read the segment index");
+	sqlite3_reset(s);
+	return err;
+}
+
 /* Re-index whole records past each segment's indexed end (written before a
  * crash, never indexed) and cut torn tails.  Batches are committed as they
  * fill, each advancing indexed_end, so an interrupted recovery resumes. */
@@ -737,30 +770,35 @@ static int store_recover(store *st)
 	recover_ctx rc = {.st = st, .rows = xmalloc(STORE_RECOVER_BATCH * sizeof(pend_ent))};
 	int err = 0;
 	unsigned nseg = seg_count(st->segs), nfound = 0;
+	if (st->fresh_db && nseg)
+		log_warn("%s was missing: rebuilding the chunk index from %u segments; the namespace "
+			 "starts empty", st->dbpath, nseg);
 	for (unsigned i = 0; i < nseg && !err; i++) {
 		uint32_t num = seg_num_at(st->segs, i);
-		int64_t end = 0;
-		sqlite3_stmt *s = st->q[Q_SEG_END_GET];
-		sqlite3_bind_int64(s, 1, num);
-		int src = sqlite3_step(s);
-		if (src == SQLITE_ROW)
-			end = sqlite3_column_int64(s, 0);
-		else if (src != SQLITE_DONE)
-			err = db_fail(st, src, "cannot read the segment index");
-		sqlite3_reset(s);
-		if (err)
+		int64_t end;
+		if ((err = seg_end_get(st, num, &end)))
 			break;
 		uint64_t before = rc.total;
 		err = seg_recover(st->segs, num, end > 0 ? (uint64_t)end : 0, recover_found, &rc);
 		if (!err && rc.n)
 			err = db_index(st, rc.rows, rc.n);
 		rc.n = 0;
+		if (err == SS_ENOSPC) {
+			/* No room to index the tail.  It was never acknowledged
+			 * (acks follow indexing), so dropping it loses nothing,
+			 * and a server that cannot start serves nobody. */
+			log_warn("%s; dropping the unindexed tail of segment %08u", ss_errmsg(err), num);
+			err = seg_end_get(st, num, &end);
+			if (!err)
+				err = seg_recover(st->segs, num, end > 0 ? (uint64_t)end : 0, recover_cut, NULL);
+		}
 		if (rc.total > before)
 			nfound++;
 	}
-	if (!err && rc.total)
+	/* nchunks counts rows db_index added; it is loaded for real later. */
+	if (!err && st->nchunks)
 		log_info("re-indexed %llu chunks written before the last stop (%u segments)",
-			 (unsigned long long)rc.total, nfound);
+			 (unsigned long long)st->nchunks, nfound);
 	free(rc.rows);
 	return err;
 }
@@ -910,6 +948,26 @@ int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
  * Drop the pending rows whose segment was lost (its fsync failed): their
  * bytes may be gone, so they must be uploaded again.  Caller holds mu.
  */
+int store_forget(store *st, const uint8_t id[HASH_LEN])
+{
+	pthread_mutex_lock(&st->mu);
+	pend_del(&st->pend, id);
+	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "DELETE FROM chunks WHERE id = ?1", -1, &s, NULL);
+	int rc = src == SQLITE_OK ? 0 : db_fail(st, src, "cannot forget a chunk");
+	if (!rc) {
+		sqlite3_bind_blob(s, 1, id, HASH_LEN, SQLITE_STATIC);
+		rc = db_step_done(st, s, "cannot forget a chunk");
+		if (!rc && sqlite3_changes(st->db) > 0 && st->nchunks > 0)
+			st->nchunks--;
+		sqlite3_finalize(s);
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
 static void store_drop_lost(store *st)
 {
 	size_t n = 0;
@@ -968,6 +1026,12 @@ int store_flush(store *st)
 				st->pend_bytes -= rows[i].loc.len;
 			}
 			st->done_seq = end;
+			if (!st->pend.n && st->pend.cap > 4096) {
+				/* Drained after a bulk upload: give the memory back
+				 * and keep later snapshots cheap. */
+				free(st->pend.v);
+				st->pend = (pend_table){0};
+			}
 		} else if (lost) {
 			store_drop_lost(st);
 		}

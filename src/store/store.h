@@ -56,6 +56,10 @@ int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, siz
 /* Read a chunk into out (reset first) and verify its SHA-256; SS_ECORRUPT
  * with a message naming the chunk if it does not verify, SS_ENOENT if absent. */
 int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out);
+/* Drop a chunk (or tree node) from the index: for a copy found corrupt, so
+ * that it reads as absent and the next upload (or repair) stores it again.
+ * Its bytes stay in the segment as garbage. */
+int store_forget(store *st, const uint8_t id[HASH_LEN]);
 /* Make every chunk put so far durable (group commit). */
 int store_flush(store *st);
 

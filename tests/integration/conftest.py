@@ -315,7 +315,8 @@ class Server:
     def cli(self, *args, check=True, **kw):
         """Run a client command against this server (admin identity by default)."""
         kw.setdefault("tls", self.tls)
-        cp = run_cli(*args, server=self, check=False, **kw)
+        kw.setdefault("server", self)  # or a forwarder in front of it
+        cp = run_cli(*args, check=False, **kw)
         if check:
             assert cp.returncode == 0, "command failed:" + describe(cp) + "\n--- server log ---\n" + self.log()
         return cp

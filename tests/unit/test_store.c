@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +34,56 @@
 #include "util/util.h"
 
 #define NODE_A 0x1111222233334444ULL
+
+/*
+ * Fault injection: this executable's fsync and fdatasync stand in for
+ * libc's (SQLite's calls bind to them too), failing with EIO for the next
+ * fail_fsync_seg calls on a segment file or fail_fsync_wal on SQLite's WAL.
+ */
+static int fail_fsync_seg, fail_fsync_wal;
+
+static bool fd_is(int fd, const char *suffix)
+{
+	char link[64], target[512];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+	ssize_t l = readlink(link, target, sizeof target - 1);
+	if (l <= 0)
+		return false;
+	target[l] = 0;
+	size_t n = strlen(suffix);
+	return (size_t)l >= n && !strcmp(target + l - n, suffix);
+}
+
+static bool inject(int fd)
+{
+	if (fail_fsync_seg && fd_is(fd, ".seg")) {
+		fail_fsync_seg--;
+		return true;
+	}
+	if (fail_fsync_wal && fd_is(fd, "-wal")) {
+		fail_fsync_wal--;
+		return true;
+	}
+	return false;
+}
+
+int fsync(int fd)
+{
+	if (inject(fd)) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fsync, fd);
+}
+
+int fdatasync(int fd)
+{
+	if (inject(fd)) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
+}
 
 /* ---- helpers ---- */
 
@@ -1024,6 +1075,76 @@ static void test_disk_full(void **state)
 		free(c[k].data);
 }
 
+/* A failed segment fsync: the kernel may have dropped the pages, so the
+ * chunks not yet durable are forgotten (to be sent again), the segment
+ * takes no more appends, and the store goes on. */
+static void test_segment_fsync_failure(void **state)
+{
+	store *st = open_ok();
+	chunk_t a = mk_chunk(95, 3000), b = mk_chunk(96, 3000), c = mk_chunk(97, 3000);
+	put_ok(st, &a);
+	assert_int_equal(store_flush(st), 0);
+	put_ok(st, &b);
+	put_ok(st, &c);
+	fail_fsync_seg = 1;
+	int rc = store_flush(st);
+	fail_fsync_seg = 0;
+	assert_int_equal(rc, SS_EIO);
+	assert_msg(rc, "cannot fsync segment 00000001");
+	assert_int_equal(store_has(st, a.id), 1);
+	assert_int_equal(store_has(st, b.id), 0);
+	assert_int_equal(store_has(st, c.id), 0);
+	get_ok(st, &a);
+
+	/* Sent again, they land in a new segment.  The first flush still
+	 * reports that chunks put before it were lost (c is). */
+	put_ok(st, &b);
+	char seg[300];
+	seg_file(2, seg);
+	assert_int_equal(file_size(seg), SEG_FILE_HDR + SEG_REC_HDR + 3000);
+	rc = store_flush(st);
+	assert_int_equal(rc, SS_EIO);
+	assert_msg(rc, "lost");
+	put_ok(st, &c);
+	assert_int_equal(store_flush(st), 0);
+	get_ok(st, &b);
+	get_ok(st, &c);
+	store_close(st);
+	st = open_ok();
+	get_ok(st, &a);
+	get_ok(st, &b);
+	get_ok(st, &c);
+	store_close(st);
+	free(a.data);
+	free(b.data);
+	free(c.data);
+}
+
+/* A failed index commit (SQLite's WAL fsync): the chunks are durable in
+ * their segment, stay present, and the next flush indexes them. */
+static void test_index_commit_failure(void **state)
+{
+	store *st = open_ok();
+	chunk_t a = mk_chunk(98, 3000);
+	put_ok(st, &a);
+	fail_fsync_wal = 1;
+	int rc = store_flush(st);
+	fail_fsync_wal = 0;
+	assert_true(rc < 0);
+	assert_msg(rc, "cannot index chunks");
+	assert_int_equal(store_has(st, a.id), 1);
+	get_ok(st, &a);
+	assert_int_equal(store_flush(st), 0);
+	store_stats ss;
+	assert_int_equal(store_stats_get(st, &ss), 0);
+	assert_int_equal(ss.chunks, 1);
+	store_close(st);
+	st = open_ok();
+	get_ok(st, &a);
+	store_close(st);
+	free(a.data);
+}
+
 /* ---- concurrency ---- */
 
 enum { TH = 4, PER = 400, OVERLAP = 100 };
@@ -1092,6 +1213,63 @@ static void test_concurrent_put_flush(void **state)
 	store_close(st);
 }
 
+/* Uploads and commits from several threads while another lists and reads
+ * stats: every commit lands, each path's counter counts its commits. */
+typedef struct committer {
+	store *st;
+	int t;
+	int fails;
+} committer;
+
+static void *committer_run(void *arg)
+{
+	committer *w = arg;
+	for (int k = 0; k < 12; k++) {
+		file_t f = mk_file(w->st, 2000 + (uint64_t)(w->t * 100 + k), 12, 2000, -1);
+		char path[64];
+		snprintf(path, sizeof path, "t%d/f%d", w->t, k % 4);
+		record *r = mk_rec(path, &f);
+		if (store_commit(w->st, r) || r->vv.e[0].counter != (uint64_t)k / 4 + 1)
+			w->fails++;
+		free(r);
+		free_file(&f);
+	}
+	return NULL;
+}
+
+static int count_fn(void *ctx, const record *r)
+{
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void test_concurrent_commits(void **state)
+{
+	store *st = open_ok();
+	pthread_t th[TH];
+	committer w[TH];
+	for (int t = 0; t < TH; t++) {
+		w[t] = (committer){st, t, 0};
+		assert_int_equal(pthread_create(&th[t], NULL, committer_run, &w[t]), 0);
+	}
+	for (int i = 0; i < 20; i++) {
+		int n = 0;
+		store_stats ss;
+		assert_int_equal(store_list(st, "", count_fn, &n), 0);
+		assert_int_equal(store_stats_get(st, &ss), 0);
+		assert_true(n <= TH * 4);
+	}
+	for (int t = 0; t < TH; t++) {
+		pthread_join(th[t], NULL);
+		assert_int_equal(w[t].fails, 0);
+	}
+	store_stats ss;
+	assert_int_equal(store_stats_get(st, &ss), 0);
+	assert_int_equal(ss.files, TH * 4);
+	assert_int_equal(ss.head_seq, TH * 12);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1110,7 +1288,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permission_denied, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_fsync_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_commit_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_put_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -322,7 +322,8 @@ static void *srv_main(void *arg)
 {
 	srv *s = arg;
 	conn c;
-	s->rc = conn_accept(s->ctx, accept(s->lfd, NULL, NULL), 5000, &c);
+	/* Non-blocking, as an event loop's accept4 would hand it over. */
+	s->rc = conn_accept(s->ctx, accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), 5000, &c);
 	if (s->rc) {
 		snprintf(s->msg, sizeof s->msg, "%s", ss_errmsg(s->rc));
 		return NULL;
@@ -569,6 +570,56 @@ static void test_read_timeout(void **state)
 	SSL_CTX_free(ctx);
 }
 
+static void on_usr1(int sig)
+{
+}
+
+typedef struct poker {
+	pthread_t target;
+	int wake_fd;
+} poker;
+
+/* Interrupts the target's blocking read with signals, then lets the
+ * server close. */
+static void *poker_main(void *arg)
+{
+	poker *p = arg;
+	for (int i = 0; i < 5; i++) {
+		usleep(20 * 1000);
+		pthread_kill(p->target, SIGUSR1);
+	}
+	usleep(20 * 1000);
+	if (write(p->wake_fd, "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void test_signal_during_read_is_not_a_timeout(void **state)
+{
+	char hp[64], b[4];
+	struct sigaction sa = { .sa_handler = on_usr1 }, old;
+	srv s;
+	pthread_t t, pt;
+	conn c;
+	/* No SA_RESTART, and a receive timeout set: recv() returns EINTR. */
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+	srv_start(&s, &t, SRV_WAIT, hp, sizeof hp);
+	assert_int_equal(pthread_create(&t, NULL, srv_main, &s), 0);
+	SSL_CTX *ctx = client_ctx();
+	assert_int_equal(conn_connect(ctx, hp, 5000, &c), 0);
+	conn_set_timeout(&c, 5000);
+	poker p = { .target = pthread_self(), .wake_fd = s.wake[1] };
+	assert_int_equal(pthread_create(&pt, NULL, poker_main, &p), 0);
+	int rc = conn_read(&c, b, sizeof b);
+	pthread_join(pt, NULL);
+	assert_int_equal(rc, SS_ECLOSED);
+	conn_close(&c);
+	srv_finish(&s, t);
+	SSL_CTX_free(ctx);
+	sigaction(SIGUSR1, &old, NULL);
+}
+
 static void test_connect_refused_message(void **state)
 {
 	char hp[64];
@@ -631,6 +682,7 @@ int main(void)
 		cmocka_unit_test(test_read_closed_after_peer_close),
 		cmocka_unit_test(test_read_closed_mid_message_says_how_much),
 		cmocka_unit_test(test_read_timeout),
+		cmocka_unit_test(test_signal_during_read_is_not_a_timeout),
 		cmocka_unit_test(test_connect_refused_message),
 		cmocka_unit_test(test_write_after_peer_gone_is_closed),
 	};
