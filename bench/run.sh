@@ -214,16 +214,36 @@ fwd_settle() {
 }
 
 # ---------------------------------------------------------------- measuring
-# timed TAG [FWD] -- CMD...: runs CMD; sets T (seconds), RSS (KiB), UP, DOWN
-# (bytes through forwarder FWD, or "-") and appends a line to $W/results.
+# timed TAG FWD -- CMD...: runs CMD; sets T (wall seconds), RSS (client peak
+# KiB), UP, DOWN (bytes through forwarder FWD, or "-" for none), CCPU and SCPU
+# (user+sys seconds of the client and of the server side: the syncstore
+# server process, or the rsync daemon's children, reaped) and appends
+# "TAG T RSS UP DOWN CCPU SCPU" to $W/results.  TAG contains -ss or -rs.
 # Every program goes through exactly this path.
+proc_ticks() { # proc_ticks PID FIELDS: sum of /proc/PID/stat fields (after the comm)
+	awk -v f="$2" '{sub(/^.*\) /, ""); n = split(f, a, ","); for (i = 1; i <= n; i++) t += $(a[i] - 2); print t}' "/proc/$1/stat"
+}
+server_ticks() { # server_ticks TAG
+	case "$1" in
+	*-ss*) proc_ticks "$SS_PID" 14,15 ;;
+	*-rs*) # children of the daemon count once reaped
+		local i
+		for i in $(seq 200); do
+			[ -z "$(ps -o pid= --ppid "$RS_PID")" ] && break
+			sleep 0.025
+		done
+		proc_ticks "$RS_PID" 16,17 ;;
+	esac
+}
+CLK_TCK=$(getconf CLK_TCK)
 timed() {
-	local tag=$1 fwd=$2 b0 u0 d0 b1 u1 d1 t0 t1 rc
+	local tag=$1 fwd=$2 b0 u0 d0 b1 u1 d1 t0 t1 rc s0 s1
 	shift 3
 	[ "$fwd" = - ] || read -r b0 u0 d0 < <(fwd_counts "$fwd")
+	s0=$(server_ticks "$tag")
 	t0=$(date +%s%N)
 	set +e
-	/usr/bin/time -f %M -o "$W/log/time.out" "$@" >"$W/log/cmd.out" 2>&1
+	/usr/bin/time -f '%M %U %S' -o "$W/log/time.out" "$@" >"$W/log/cmd.out" 2>&1
 	rc=$?
 	set -e
 	t1=$(date +%s%N)
@@ -233,15 +253,18 @@ timed() {
 		exit 1
 	fi
 	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
-	RSS=$(tail -n 1 "$W/log/time.out")
+	read -r RSS CCPU < <(tail -n 1 "$W/log/time.out" | awk '{printf "%d %.2f\n", $1, $2 + $3}')
 	UP=- DOWN=-
 	if [ "$fwd" != - ]; then
 		fwd_settle "$fwd" "$b0"
 		read -r b1 u1 d1 < <(fwd_counts "$fwd")
 		UP=$((u1 - u0)) DOWN=$((d1 - d0))
 	fi
-	echo "$tag $T $RSS $UP $DOWN" >>"$W/results"
-	log "  $tag: ${T}s, rss ${RSS} KiB, up $UP, down $DOWN"
+	s1=$(server_ticks "$tag")
+	SCPU=$(awk -v a="$s0" -v b="$s1" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}')
+	echo "$tag $T $RSS $UP $DOWN $CCPU $SCPU" >>"$W/results"
+	cut -d' ' -f1 /proc/loadavg >>"$W/loads"
+	log "  $tag: ${T}s, rss ${RSS} KiB, up $UP, down $DOWN, cpu client ${CCPU}s server ${SCPU}s, load $(cut -d' ' -f1 /proc/loadavg)"
 }
 
 # ss_cmd PORT LOCAL REMOTE: CMD = the syncstore put command line
@@ -258,9 +281,10 @@ rs_check() {
 }
 
 # ---------------------------------------------------------------- statistics
-# col TAG N: column N (2 = time, 3 = rss, 4 = up, 5 = down, 6 = up+down) of TAG's runs
+# col TAG N: column N (2 = time, 3 = rss, 4 = up, 5 = down, 6 = client cpu,
+# 7 = server cpu, 8 = up+down) of TAG's runs
 col() {
-	awk -v t="$1" -v n="$2" '$1 == t {print (n == 6 ? $4 + $5 : $n)}' "$W/results"
+	awk -v t="$1" -v n="$2" '$1 == t {print (n == 8 ? $4 + $5 : $n)}' "$W/results"
 }
 median() { sort -g | awk '{a[NR] = $1} END {if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 med() { col "$1" "$2" | median; }
@@ -282,7 +306,7 @@ log "syncstore: copy of $SYNCSTORE (tree at $(git -C "$ROOT" rev-parse --short H
 log "rsync $(rsync --version | head -n 1)"
 
 emit "Command: \`bench/run.sh ${BENCHES[*]} SIZE_MB=$SIZE_MB RUNS=$RUNS MEM_MB=$MEM_MB MEM_RUNS=$MEM_RUNS\`"
-emit "Run: $HOST_LINE"
+emit "Run: $HOST_LINE; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 emit ""
 
 need_main_file() {
@@ -344,7 +368,7 @@ bench_delta() {
 	rm -rf "$tmpl" "$data" "$W/rsync/dst/f"
 
 	local sb rb st rt su ru sd rd
-	sb=$(med delta-ss 6) rb=$(med delta-rs 6) st=$(med delta-ss 2) rt=$(med delta-rs 2)
+	sb=$(med delta-ss 8) rb=$(med delta-rs 8) st=$(med delta-ss 2) rt=$(med delta-rs 2)
 	su=$(med delta-ss 4) ru=$(med delta-rs 4) sd=$(med delta-ss 5) rd=$(med delta-rs 5)
 	emit "### 1. Delta update: $SIZE_MB MiB random file, $what"
 	emit ""
@@ -356,11 +380,13 @@ bench_delta() {
 	emit "| bytes server→client | $sd ($(human_b "$sd")) | $rd ($(human_b "$rd")) | $(ratio "$sd" "$rd") | | |"
 	emit "| bytes total | $sb ($(human_b "$sb")) | $rb ($(human_b "$rb")) | $(ratio "$sb" "$rb") | ≤ 0.5× | $(verdict "$(ratio "$sb" "$rb")" 0.5) |"
 	emit "| wall time (s) | $st | $rt | $(ratio "$st" "$rt") | ≤ 0.5× | $(verdict "$(ratio "$st" "$rt")" 0.5) |"
+	emit "| CPU s, client (user+sys) | $(med delta-ss 6) | $(med delta-rs 6) | $(ratio "$(med delta-ss 6)" "$(med delta-rs 6)") | | |"
+	emit "| CPU s, server side | $(med delta-ss 7) | $(med delta-rs 7) | $(ratio "$(med delta-ss 7)" "$(med delta-rs 7)") | | |"
 	emit "| client peak RSS (MiB) | $(mib "$(med delta-ss 3)") | $(mib "$(med delta-rs 3)") | | | |"
 	emit ""
-	emit "Per run — syncstore time (s): $(list delta-ss 2); bytes: $(list delta-ss 6)"
+	emit "Per run — syncstore time (s): $(list delta-ss 2); bytes: $(list delta-ss 8)"
 	emit ""
-	emit "Per run — rsync time (s): $(list delta-rs 2); bytes: $(list delta-rs 6); rsync's own --stats count, sent + received: $(awk '$1 == "delta-rs-own" {print $2 + $3}' "$W/results" | paste -sd' ' | sed 's/ /, /g')"
+	emit "Per run — rsync time (s): $(list delta-rs 2); bytes: $(list delta-rs 8); rsync's own --stats count, sent + received: $(awk '$1 == "delta-rs-own" {print $2 + $3}' "$W/results" | paste -sd' ' | sed 's/ /, /g')"
 	emit ""
 }
 
@@ -418,7 +444,9 @@ bench_initial() {
 	emit "|---|---:|---:|---:|---|---|"
 	emit "| **direct**: wall time (s) | $sd ($(mbps "$sd") MiB/s) | $rd ($(mbps "$rd") MiB/s) | $(ratio "$sd" "$rd") | ≤ 1.5× | $(verdict "$(ratio "$sd" "$rd")" 1.5) |"
 	emit "| through forwarder: wall time (s) | $sf ($(mbps "$sf") MiB/s) | $rf ($(mbps "$rf") MiB/s) | $(ratio "$sf" "$rf") | (info) | |"
-	emit "| through forwarder: bytes total | $(human_b "$(med init-ss-fwd 6)") | $(human_b "$(med init-rs-fwd 6)") | $(ratio "$(med init-ss-fwd 6)" "$(med init-rs-fwd 6)") | | |"
+	emit "| through forwarder: bytes total | $(human_b "$(med init-ss-fwd 8)") | $(human_b "$(med init-rs-fwd 8)") | $(ratio "$(med init-ss-fwd 8)" "$(med init-rs-fwd 8)") | | |"
+	emit "| direct: CPU s, client (user+sys) | $(med init-ss-direct 6) | $(med init-rs-direct 6) | $(ratio "$(med init-ss-direct 6)" "$(med init-rs-direct 6)") | | |"
+	emit "| direct: CPU s, server side | $(med init-ss-direct 7) | $(med init-rs-direct 7) | $(ratio "$(med init-ss-direct 7)" "$(med init-rs-direct 7)") | | |"
 	emit "| direct: client peak RSS (MiB) | $(mib "$(med init-ss-direct 3)") | $(mib "$(med init-rs-direct 3)") | | | |"
 	emit ""
 	emit "Per run (s) — syncstore direct: $(list init-ss-direct 2); rsync direct: $(list init-rs-direct 2); syncstore fwd: $(list init-ss-fwd 2); rsync fwd: $(list init-rs-fwd 2)"
@@ -432,6 +460,7 @@ bench_mem() {
 	local what data="$W/ss-mem" i h
 	what=$(make_update "$W/data/mem" "$W/data/mem.new")
 	ss_mem_run() { # fresh server per measured put, so VmHWM is this put's
+		sync
 		ss_cmd "$SS_PORT" "$2" bench/m
 		timed "$1" - -- "${CMD[@]}"
 		h=$(vm_hwm_kib "$SS_PID")
@@ -447,7 +476,9 @@ bench_mem() {
 		start_ss "$data" "$SS_PORT" # same data, the old version is there
 		ss_mem_run mem-ss-update "$W/data/mem.new"
 		rm -f "$W/rsync/dst/m"
+		sync
 		timed mem-rs-put - -- rsync --fsync "$W/data/mem" "rsync://127.0.0.1:$RS_PORT/dst/m"
+		sync
 		timed mem-rs-update - -- rsync --no-whole-file "$W/data/mem.new" "rsync://127.0.0.1:$RS_PORT/dst/m"
 	done
 	rm -rf "$data" "$W/rsync/dst/m" "$W/data/mem" "$W/data/mem.new"
@@ -476,6 +507,7 @@ for b in "${BENCHES[@]}"; do
 	"bench_$b"
 done
 rm -f "$W/data/old" "$W/data/new"
+emit "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); per-run load (1-min average when each run ended) ranged $(awk '{print $NF}' "$W/loads" | sort -g | sed -n '1p;$p' | paste -sd' ' | sed 's/ / to /')."
 
 cat "$OUT"
 if [ -n "${RESULTS:-}" ]; then

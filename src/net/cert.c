@@ -29,6 +29,7 @@
 #include "tls.h"
 #include "../util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -473,6 +474,39 @@ static void shell_quote(const char *s, char *out, size_t outsz)
 	out[n] = 0;
 }
 
+/*
+ * Look in idir for exactly one NAME.crt with NAME.key of the wanted role
+ * (other .crt files, like a copied ca.crt, are not identities).  0 and the
+ * paths when found; 1 when there is none; an error when there are several.
+ */
+static int find_identity(const char *idir, tls_role role, char *crt_path, char *key_path)
+{
+	DIR *d = opendir(idir);
+	if (!d)
+		return 1;
+	int found = 0, rc = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) && !rc) {
+		size_t n = strlen(e->d_name);
+		if (n < 5 || n > NAME_MAX || strcmp(e->d_name + n - 4, ".crt"))
+			continue;
+		char crt[PATH_MAX], key[PATH_MAX], base[NAME_MAX + 1];
+		snprintf(base, sizeof base, "%.*s", (int)(n - 4), e->d_name);
+		if (path2(crt, idir, base, ".crt") || path2(key, idir, base, ".key") || !file_exists(key))
+			continue;
+		tls_peer info;
+		if (tls_cert_info(crt, &info) || info.role != role)
+			continue;
+		if (found++)
+			rc = ss_fail(SS_EINVAL, "several %s identities in %s (%s and %s): keep one", tls_role_name(role),
+				     idir, crt_path, crt);
+		snprintf(crt_path, PATH_MAX, "%s", crt);
+		snprintf(key_path, PATH_MAX, "%s", key);
+	}
+	closedir(d);
+	return rc ? rc : found ? 0 : 1;
+}
+
 int tls_identity(const char *ca_dir, const char *idir, const char *base, tls_role role, const char *name,
 		 char *crt_path, char *key_path)
 {
@@ -497,14 +531,19 @@ int tls_identity(const char *ca_dir, const char *idir, const char *base, tls_rol
 	if (have_crt != have_key)
 		return ss_fail(SS_ENOENT, "%s exists without %s: remove it to issue a new identity",
 			       have_crt ? crt_path : key_path, have_crt ? key_path : crt_path);
+	/* An identity issued by `cert issue --out IDIR` carries its own name. */
+	if ((rc = find_identity(idir, role, crt_path, key_path)) <= 0)
+		return rc;
+	if ((rc = path2(crt_path, idir, base, ".crt")) || (rc = path2(key_path, idir, base, ".key")))
+		return rc;
 	if (!file_exists(ca_keyp)) {
-		char qt[PATH_MAX + 8], qd[PATH_MAX + 8], qn[2 * CERT_NAME_MAX + 8];
-		shell_quote(ca_dir, qt, sizeof qt);
+		char qd[PATH_MAX + 8], qn[2 * CERT_NAME_MAX + 8];
 		shell_quote(idir, qd, sizeof qd);
 		shell_quote(name ? name : "NAME", qn, sizeof qn);
 		return ss_fail(SS_ENOENT,
-			       "no identity in %s and no CA key in %s: run `syncstore cert issue --tls %s --role %s --name %s --out %s`",
-			       idir, ca_dir, qt, tls_role_name(role), qn, qd);
+			       "no identity in %s and no CA key in %s: issue one with the CA key, "
+			       "`syncstore cert issue --tls CA_DIR --role %s --name %s --out %s`",
+			       idir, ca_dir, tls_role_name(role), qn, qd);
 	}
 	return tls_issue(ca_dir, role, name, idir, base);
 }

@@ -261,8 +261,9 @@ static int conn_io_error(conn *c, int ret, const char *op, size_t got, size_t wa
 	}
 }
 
-/* The handshake on a connected blocking socket; who names the peer. */
-static int conn_handshake(SSL_CTX *ctx, int fd, int is_server, int timeout_ms, const char *who, conn *c)
+/* The handshake on a connected blocking socket; who names the peer.  On
+ * failure fd is closed only if own_fd. */
+static int conn_handshake(SSL_CTX *ctx, int fd, int is_server, bool own_fd, int timeout_ms, const char *who, conn *c)
 {
 	char eb[128];
 	int one = 1, r, err, e, rc;
@@ -309,6 +310,10 @@ static int conn_handshake(SSL_CTX *ctx, int fd, int is_server, int timeout_ms, c
 		goto fail;
 	return 0;
 fail:
+	if (!own_fd) {
+		set_timeouts(fd, 0, 3);
+		c->fd = -1;
+	}
 	conn_close(c);
 	return rc;
 }
@@ -370,7 +375,7 @@ int conn_connect(SSL_CTX *ctx, const char *hostport, int timeout_ms, conn *c)
 		close(fd);
 		return rc;
 	}
-	return conn_handshake(ctx, fd, 0, timeout_ms, hostport, c);
+	return conn_handshake(ctx, fd, 0, true, timeout_ms, hostport, c);
 }
 
 int conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, conn *c)
@@ -387,11 +392,11 @@ int conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, conn *c)
 	    getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV) == 0)
 		snprintf(who, sizeof who, strchr(h, ':') ? "[%s]:%s" : "%s:%s", h, p);
 	/* accept4(SOCK_NONBLOCK) on an event loop's listener is likely. */
-	if ((rc = set_blocking(fd))) {
-		close(fd);
+	if ((rc = set_blocking(fd)))
 		return rc;
-	}
-	return conn_handshake(ctx, fd, 1, timeout_ms, who, c);
+	/* Like fdopen(): a failed accept leaves fd to the caller, who may keep
+	 * it in a table to shutdown() it from elsewhere. */
+	return conn_handshake(ctx, fd, 1, false, timeout_ms, who, c);
 }
 
 int conn_write(conn *c, const void *p, size_t n)
@@ -442,9 +447,12 @@ void conn_close(conn *c)
 {
 	if (c->ssl) {
 		/* One close_notify, never waiting: non-blocking so that a peer
-		 * which stopped reading cannot hang the close. */
-		if (c->fd >= 0)
-			fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+		 * which stopped reading cannot hang the close.  The fd comes from
+		 * the SSL because a caller that owns the socket may have set
+		 * c->fd to -1 to keep it open. */
+		int sfd = SSL_get_fd(c->ssl);
+		if (sfd >= 0)
+			fcntl(sfd, F_SETFL, fcntl(sfd, F_GETFL) | O_NONBLOCK);
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
 		SSL_free(c->ssl);

@@ -65,9 +65,11 @@ int tls_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)
  * clean EOF.
  *
  * timeout_ms <= 0 means no timeout.  On failure *c is left closed (fd -1),
- * so conn_close(c) is always safe.  conn_accept owns fd from the call on: it
- * closes it itself if the handshake fails.  The caller checks c->peer.role
- * (and pins c->peer.id) — any certificate of the cluster CA gets through.
+ * so conn_close(c) is always safe.  conn_accept, like fdopen(): on success
+ * the conn owns fd (conn_close closes it, unless the caller set c->fd = -1
+ * first to keep it); on failure fd stays open and the caller's.  The caller
+ * checks c->peer.role (and pins c->peer.id) — any certificate of the
+ * cluster CA gets through.
  *
  * A write to a peer that has gone raises SIGPIPE inside OpenSSL (it cannot
  * pass MSG_NOSIGNAL): the program must ignore SIGPIPE (main does

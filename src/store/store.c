@@ -684,6 +684,12 @@ static int store_db_open(store *st)
 	if (src != SQLITE_OK)
 		return db_fail(st, src, "cannot open the metadata");
 	sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
+	/* The LOCK file already makes this process the only user, so take
+	 * SQLite's locks once: no fcntl lock round trips per query, and the
+	 * WAL index lives in heap memory instead of a shared-memory file. */
+	src = sqlite3_exec(st->db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA cache_size=-16384;", NULL, NULL, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot open the metadata");
 	sqlite3_stmt *s;
 	src = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
 	if (src != SQLITE_OK)

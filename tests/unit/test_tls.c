@@ -15,6 +15,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -267,10 +268,26 @@ static void test_identity_without_ca_key_names_command(void **state)
 	int rc = tls_identity(dir, data, "server", ROLE_SERVER, "s2", crt, key);
 	assert_int_equal(rc, SS_ENOENT);
 	snprintf(want, sizeof want,
-		 "no identity in %s and no CA key in %s: run `syncstore cert issue --tls %s --role server --name s2 --out %s`",
-		 data, dir, dir, data);
+		 "no identity in %s and no CA key in %s: issue one with the CA key, "
+		 "`syncstore cert issue --tls CA_DIR --role server --name s2 --out %s`",
+		 data, dir, data);
 	assert_string_equal(ss_errmsg(rc), want);
 	assert_int_equal(access(data, F_OK), -1);
+}
+
+/* `cert issue --name NAME --out DATA` writes DATA/NAME.crt: a server finds it. */
+static void test_identity_issued_under_its_own_name_is_found(void **state)
+{
+	char data[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	pathf(data, "%s/data3", root);
+	assert_int_equal(tls_issue(ca_dir, ROLE_SERVER, "alpha", data, "alpha"), 0);
+	assert_int_equal(tls_identity(ca_dir, data, "node", ROLE_SERVER, "ignored", crt, key), 0);
+	ASSERT_MSG_HAS(crt, "/alpha.crt");
+	ASSERT_MSG_HAS(key, "/alpha.key");
+	/* Nothing new was issued under the default name. */
+	char node[PATH_MAX];
+	pathf(node, "%s/node.crt", data);
+	assert_int_equal(access(node, F_OK), -1);
 }
 
 static void test_ctx_refuses_mismatched_key(void **state)
@@ -315,6 +332,9 @@ typedef struct srv {
 	char msg[512];
 	tls_peer peer;
 	int io_rc;
+	bool fd_open_after_fail;
+	bool keep_fd;      /* close as a caller owning the socket does */
+	bool fd_open_kept; /* ...and the socket was still open after */
 	int wake[2]; /* SRV_WAIT: closes when the pipe is written */
 } srv;
 
@@ -323,9 +343,13 @@ static void *srv_main(void *arg)
 	srv *s = arg;
 	conn c;
 	/* Non-blocking, as an event loop's accept4 would hand it over. */
-	s->rc = conn_accept(s->ctx, accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), 5000, &c);
+	int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	s->rc = conn_accept(s->ctx, fd, 5000, &c);
 	if (s->rc) {
 		snprintf(s->msg, sizeof s->msg, "%s", ss_errmsg(s->rc));
+		/* A failed accept leaves the socket to us. */
+		s->fd_open_after_fail = fcntl(fd, F_GETFD) >= 0;
+		close(fd);
 		return NULL;
 	}
 	s->peer = c.peer;
@@ -350,6 +374,13 @@ static void *srv_main(void *arg)
 			s->io_rc = -1;
 		break;
 	}
+	}
+	if (s->keep_fd) {
+		c.fd = -1;
+		conn_close(&c); /* still sends close_notify */
+		s->fd_open_kept = fcntl(fd, F_GETFD) >= 0;
+		close(fd);
+		return NULL;
 	}
 	conn_close(&c);
 	return NULL;
@@ -471,6 +502,7 @@ static void test_foreign_ca_client_refused(void **state)
 	SSL_CTX_free(ctx);
 	assert_int_equal(s.rc, SS_EAUTH);
 	ASSERT_MSG_HAS(s.msg, "certificate verify failed");
+	assert_true(s.fd_open_after_fail);
 }
 
 static void test_tls12_refused(void **state)
@@ -512,17 +544,21 @@ static void test_read_closed_after_peer_close(void **state)
 	srv s;
 	pthread_t t;
 	conn c;
-	srv_start(&s, &t, SRV_CLOSE, hp, sizeof hp);
-	assert_int_equal(pthread_create(&t, NULL, srv_main, &s), 0);
-	SSL_CTX *ctx = client_ctx();
-	assert_int_equal(conn_connect(ctx, hp, 5000, &c), 0);
-	int rc = conn_read(&c, b, sizeof b);
-	assert_int_equal(rc, SS_ECLOSED);
-	ASSERT_MSG_HAS(ss_errmsg(rc), "connection closed by server1 (127.0.0.1:");
-	conn_close(&c);
-	srv_finish(&s, t);
-	SSL_CTX_free(ctx);
-	assert_int_equal(s.rc, 0);
+	for (int keep = 0; keep < 2; keep++) {
+		srv_start(&s, &t, SRV_CLOSE, hp, sizeof hp);
+		s.keep_fd = keep;
+		assert_int_equal(pthread_create(&t, NULL, srv_main, &s), 0);
+		SSL_CTX *ctx = client_ctx();
+		assert_int_equal(conn_connect(ctx, hp, 5000, &c), 0);
+		int rc = conn_read(&c, b, sizeof b);
+		assert_int_equal(rc, SS_ECLOSED);
+		ASSERT_MSG_HAS(ss_errmsg(rc), "connection closed by server1 (127.0.0.1:");
+		conn_close(&c);
+		srv_finish(&s, t);
+		SSL_CTX_free(ctx);
+		assert_int_equal(s.rc, 0);
+		assert_int_equal(s.fd_open_kept, keep);
+	}
 }
 
 static void test_read_closed_mid_message_says_how_much(void **state)
@@ -674,6 +710,7 @@ int main(void)
 		cmocka_unit_test(test_issue_without_ca_key),
 		cmocka_unit_test(test_identity_issues_once_then_reuses),
 		cmocka_unit_test(test_identity_without_ca_key_names_command),
+		cmocka_unit_test(test_identity_issued_under_its_own_name_is_found),
 		cmocka_unit_test(test_ctx_refuses_mismatched_key),
 		cmocka_unit_test(test_hostport_parse),
 		cmocka_unit_test(test_handshake_exchange_and_peer_ids),
