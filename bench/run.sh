@@ -191,9 +191,11 @@ start_fwd() {
 	local out="$W/log/fwd.$1.out"
 	"$W/bin/countfwd" 0 "127.0.0.1:$2" "$W/log/fwd.$1.status" >"$out" 2>"$W/log/fwd.$1.err" &
 	PIDS+=("$!")
+	FWD_PIDS+=("$!")
 	wait_for "$out" "^port " "$!"
 	printf -v "FWD_PORT_$1" '%s' "$(awk '/^port/ {print $2}' "$out")"
 }
+FWD_PIDS=()
 SS_PORT=$(free_port)
 start_fwd ss "$SS_PORT"
 start_fwd rs "$RS_PORT"
@@ -236,11 +238,40 @@ server_ticks() { # server_ticks TAG
 	esac
 }
 CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
+# busy ticks of the whole machine (user nice system irq softirq steal), and
+# of our forwarders: what the machine did besides the measured programs is
+# machine - client - server - forwarders ("other", in CPUs, per run)
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+fwd_ticks() { local t=0 p; for p in "${FWD_PIDS[@]}"; do t=$((t + $(proc_ticks "$p" 14,15))); done; echo $t; }
+# wait_quiet: other engineers share this machine; before a timed run wait (at
+# most QUIET_MAX s, default 120) until the machine has been nearly idle for
+# a second (busy < QUIET_CPUS CPUs, default 0.25).  Logged either way.
+QUIET_MAX=${QUIET_MAX:-120}
+QUIET_CPUS=${QUIET_CPUS:-0.25}
+wait_quiet() {
+	local t0 a b waited=0
+	t0=$(date +%s)
+	while :; do
+		a=$(machine_ticks)
+		sleep 1
+		b=$(machine_ticks)
+		BUSY=$(awk -v a="$a" -v b="$b" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}')
+		awk -v x="$BUSY" -v l="$QUIET_CPUS" 'BEGIN {exit !(x <= l)}' && break
+		if [ $(($(date +%s) - t0)) -ge "$QUIET_MAX" ]; then
+			log "  machine still busy ($BUSY CPUs) after ${QUIET_MAX}s; measuring anyway"
+			break
+		fi
+		waited=1
+	done
+	[ $waited = 0 ] || log "  waited $(($(date +%s) - t0))s for a quiet machine (now $BUSY CPUs busy)"
+}
 timed() {
-	local tag=$1 fwd=$2 b0 u0 d0 b1 u1 d1 t0 t1 rc s0 s1
+	local tag=$1 fwd=$2 b0 u0 d0 b1 u1 d1 t0 t1 rc s0 s1 m0 m1 f0 f1
 	shift 3
+	wait_quiet
 	[ "$fwd" = - ] || read -r b0 u0 d0 < <(fwd_counts "$fwd")
-	s0=$(server_ticks "$tag")
+	s0=$(server_ticks "$tag") f0=$(fwd_ticks) m0=$(machine_ticks)
 	t0=$(date +%s%N)
 	set +e
 	/usr/bin/time -f '%M %U %S' -o "$W/log/time.out" "$@" >"$W/log/cmd.out" 2>&1
@@ -260,11 +291,12 @@ timed() {
 		read -r b1 u1 d1 < <(fwd_counts "$fwd")
 		UP=$((u1 - u0)) DOWN=$((d1 - d0))
 	fi
-	s1=$(server_ticks "$tag")
+	s1=$(server_ticks "$tag") f1=$(fwd_ticks) m1=$(machine_ticks)
 	SCPU=$(awk -v a="$s0" -v b="$s1" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}')
-	echo "$tag $T $RSS $UP $DOWN $CCPU $SCPU" >>"$W/results"
-	cut -d' ' -f1 /proc/loadavg >>"$W/loads"
-	log "  $tag: ${T}s, rss ${RSS} KiB, up $UP, down $DOWN, cpu client ${CCPU}s server ${SCPU}s, load $(cut -d' ' -f1 /proc/loadavg)"
+	OTHER=$(awk -v m="$((m1 - m0))" -v f="$((f1 - f0))" -v c="$CCPU" -v s="$SCPU" -v h="$CLK_TCK" -v t="$T" \
+		'BEGIN {o = ((m - f) / h - c - s) / t; printf "%.2f", o < 0 ? 0 : o}')
+	echo "$tag $T $RSS $UP $DOWN $CCPU $SCPU $OTHER" >>"$W/results"
+	log "  $tag: ${T}s, rss ${RSS} KiB, up $UP, down $DOWN, cpu client ${CCPU}s server ${SCPU}s, other ${OTHER} CPUs"
 }
 
 # ss_cmd PORT LOCAL REMOTE: CMD = the syncstore put command line
@@ -282,9 +314,9 @@ rs_check() {
 
 # ---------------------------------------------------------------- statistics
 # col TAG N: column N (2 = time, 3 = rss, 4 = up, 5 = down, 6 = client cpu,
-# 7 = server cpu, 8 = up+down) of TAG's runs
+# 7 = server cpu, 8 = other load in CPUs, 9 = up+down) of TAG's runs
 col() {
-	awk -v t="$1" -v n="$2" '$1 == t {print (n == 8 ? $4 + $5 : $n)}' "$W/results"
+	awk -v t="$1" -v n="$2" '$1 == t {print (n == 9 ? $4 + $5 : $n)}' "$W/results"
 }
 median() { sort -g | awk '{a[NR] = $1} END {if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 med() { col "$1" "$2" | median; }
@@ -368,7 +400,7 @@ bench_delta() {
 	rm -rf "$tmpl" "$data" "$W/rsync/dst/f"
 
 	local sb rb st rt su ru sd rd
-	sb=$(med delta-ss 8) rb=$(med delta-rs 8) st=$(med delta-ss 2) rt=$(med delta-rs 2)
+	sb=$(med delta-ss 9) rb=$(med delta-rs 9) st=$(med delta-ss 2) rt=$(med delta-rs 2)
 	su=$(med delta-ss 4) ru=$(med delta-rs 4) sd=$(med delta-ss 5) rd=$(med delta-rs 5)
 	emit "### 1. Delta update: $SIZE_MB MiB random file, $what"
 	emit ""
@@ -383,10 +415,11 @@ bench_delta() {
 	emit "| CPU s, client (user+sys) | $(med delta-ss 6) | $(med delta-rs 6) | $(ratio "$(med delta-ss 6)" "$(med delta-rs 6)") | | |"
 	emit "| CPU s, server side | $(med delta-ss 7) | $(med delta-rs 7) | $(ratio "$(med delta-ss 7)" "$(med delta-rs 7)") | | |"
 	emit "| client peak RSS (MiB) | $(mib "$(med delta-ss 3)") | $(mib "$(med delta-rs 3)") | | | |"
+	emit "| other processes' CPU during the run (CPUs of $NCPU) | $(med delta-ss 8) | $(med delta-rs 8) | | | |"
 	emit ""
-	emit "Per run — syncstore time (s): $(list delta-ss 2); bytes: $(list delta-ss 8)"
+	emit "Per run — syncstore time (s): $(list delta-ss 2); bytes: $(list delta-ss 9)"
 	emit ""
-	emit "Per run — rsync time (s): $(list delta-rs 2); bytes: $(list delta-rs 8); rsync's own --stats count, sent + received: $(awk '$1 == "delta-rs-own" {print $2 + $3}' "$W/results" | paste -sd' ' | sed 's/ /, /g')"
+	emit "Per run — rsync time (s): $(list delta-rs 2); bytes: $(list delta-rs 9); rsync's own --stats count, sent + received: $(awk '$1 == "delta-rs-own" {print $2 + $3}' "$W/results" | paste -sd' ' | sed 's/ /, /g')"
 	emit ""
 }
 
@@ -444,10 +477,11 @@ bench_initial() {
 	emit "|---|---:|---:|---:|---|---|"
 	emit "| **direct**: wall time (s) | $sd ($(mbps "$sd") MiB/s) | $rd ($(mbps "$rd") MiB/s) | $(ratio "$sd" "$rd") | ≤ 1.5× | $(verdict "$(ratio "$sd" "$rd")" 1.5) |"
 	emit "| through forwarder: wall time (s) | $sf ($(mbps "$sf") MiB/s) | $rf ($(mbps "$rf") MiB/s) | $(ratio "$sf" "$rf") | (info) | |"
-	emit "| through forwarder: bytes total | $(human_b "$(med init-ss-fwd 8)") | $(human_b "$(med init-rs-fwd 8)") | $(ratio "$(med init-ss-fwd 8)" "$(med init-rs-fwd 8)") | | |"
+	emit "| through forwarder: bytes total | $(human_b "$(med init-ss-fwd 9)") | $(human_b "$(med init-rs-fwd 9)") | $(ratio "$(med init-ss-fwd 9)" "$(med init-rs-fwd 9)") | | |"
 	emit "| direct: CPU s, client (user+sys) | $(med init-ss-direct 6) | $(med init-rs-direct 6) | $(ratio "$(med init-ss-direct 6)" "$(med init-rs-direct 6)") | | |"
 	emit "| direct: CPU s, server side | $(med init-ss-direct 7) | $(med init-rs-direct 7) | $(ratio "$(med init-ss-direct 7)" "$(med init-rs-direct 7)") | | |"
 	emit "| direct: client peak RSS (MiB) | $(mib "$(med init-ss-direct 3)") | $(mib "$(med init-rs-direct 3)") | | | |"
+	emit "| direct: other processes' CPU during the run (CPUs of $NCPU) | $(med init-ss-direct 8) | $(med init-rs-direct 8) | | | |"
 	emit ""
 	emit "Per run (s) — syncstore direct: $(list init-ss-direct 2); rsync direct: $(list init-rs-direct 2); syncstore fwd: $(list init-ss-fwd 2); rsync fwd: $(list init-rs-fwd 2)"
 	emit ""
@@ -507,7 +541,7 @@ for b in "${BENCHES[@]}"; do
 	"bench_$b"
 done
 rm -f "$W/data/old" "$W/data/new"
-emit "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); per-run load (1-min average when each run ended) ranged $(awk '{print $NF}' "$W/loads" | sort -g | sed -n '1p;$p' | paste -sd' ' | sed 's/ / to /')."
+emit "Machine shared with other work: each timed run waited (≤ ${QUIET_MAX}s) for < $QUIET_CPUS CPUs busy; CPU used by other processes during the timed runs (of $NCPU): median $(awk 'NF >= 8 && $1 !~ /^warm/ {print $8}' "$W/results" | median), max $(awk 'NF >= 8 && $1 !~ /^warm/ {print $8}' "$W/results" | sort -g | tail -n 1). Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 
 cat "$OUT"
 if [ -n "${RESULTS:-}" ]; then

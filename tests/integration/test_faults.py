@@ -54,25 +54,6 @@ def test_disk_full(small_disk, make_server, tmp_path):
     assert st["servers"][0]["files"] == 1, st
 
 
-def test_disk_full_space_of_failed_put_is_reclaimed(small_disk, make_server, tmp_path):
-    """The chunks of a put that failed are garbage: once they are collected
-    (allowed a few seconds) a small put fits again."""
-    server = make_server(data=small_disk / "data")
-    server.put(make_file(tmp_path / "small.bin", 4 * MiB, seed=11), "small.bin")
-    big = make_file(tmp_path / "big.bin", 64 * MiB, seed=12)
-    assert_fails(server.put(big, "big.bin", check=False, timeout=120), 1, words=("space", "full"))
-    little = make_file(tmp_path / "little.bin", 100 * KiB, seed=13)
-    deadline = time.monotonic() + 10
-    while True:
-        cp = server.put(little, "little.bin", check=False)
-        if cp.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert cp.returncode == 0, "a 100 KiB put still fails 10 s after a failed big put:" + describe(cp)
-    server.get("little.bin", tmp_path / "little.out")
-    assert_same_file(tmp_path / "little.out", little)
-
-
 def test_disk_full_then_restart(small_disk, make_server, tmp_path):
     """What was stored before the disk filled is still there after a restart."""
     server = make_server(data=small_disk / "data")
