@@ -65,14 +65,6 @@ void client_close(client *cl)
 	cl->ctx = NULL;
 }
 
-/* Run one request whose reply is a single frame of type want. */
-static int request(const cli_opts *o, client *cl, uint8_t want)
-{
-	int rc = msgio_expect(&cl->io, want, cl->m);
-	(void)o;
-	return rc;
-}
-
 static void fmt_mode(uint32_t mode, char out[11])
 {
 	static const char rwx[] = "rwxrwxrwx";
@@ -151,7 +143,7 @@ int cmd_rm(const cli_opts *o, int argc, char **argv)
 	client cl;
 	if ((rc = client_connect(o, &cl)))
 		return cli_fail("rm", rc);
-	if (!(rc = wire_rm(&cl.io.out, path, flags)) && !(rc = request(o, &cl, MSG_OK)))
+	if (!(rc = wire_rm(&cl.io.out, path, flags)) && !(rc = msgio_expect(&cl.io, MSG_OK, cl.m)))
 		printf("removed %llu file%s\n", (unsigned long long)cl.m->ok.value, cl.m->ok.value == 1 ? "" : "s");
 	client_close(&cl);
 	return rc ? cli_fail("rm", rc) : 0;
@@ -172,7 +164,7 @@ int cmd_mv(const cli_opts *o, int argc, char **argv)
 	if ((rc = client_connect(o, &cl)))
 		return cli_fail("mv", rc);
 	if (!(rc = wire_mv(&cl.io.out, argv[1], argv[2])))
-		rc = request(o, &cl, MSG_OK);
+		rc = msgio_expect(&cl.io, MSG_OK, cl.m);
 	client_close(&cl);
 	return rc ? cli_fail("mv", rc) : 0;
 }
@@ -190,9 +182,9 @@ int cmd_stat(const cli_opts *o, int argc, char **argv)
 	if ((rc = client_connect(o, &cl)))
 		return cli_fail("stat", rc);
 	record *r = xmalloc(sizeof *r);
-	if (!(rc = wire_path(&cl.io.out, MSG_STAT, argv[1])) && !(rc = request(o, &cl, MSG_ENTRY))) {
+	if (!(rc = wire_path(&cl.io.out, MSG_STAT, argv[1])) && !(rc = msgio_expect(&cl.io, MSG_ENTRY, cl.m))) {
 		*r = cl.m->rec;
-		rc = request(o, &cl, MSG_OK); /* durable on (high 32 bits) of (low 32 bits) */
+		rc = msgio_expect(&cl.io, MSG_OK, cl.m); /* durable on (high 32 bits) of (low 32 bits) */
 	}
 	if (!rc) {
 		char size[16], when[64], hex[HASH_HEX_LEN + 1];
