@@ -334,11 +334,14 @@ emit() { printf '%s\n' "$*" >>"$OUT"; }
 
 HOST_LINE="$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); /tmp on $(df --output=source,fstype /tmp | tail -n 1 | tr -s ' ')"
 log "work dir $W; $HOST_LINE"
-log "syncstore: copy of $SYNCSTORE (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?))"
+SS_ID="$SYNCSTORE built $(date -u -r "$SYNCSTORE" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$SS" | cut -c1-12), source tree at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?) + working-tree changes"
+log "syncstore: $SS_ID"
 log "rsync $(rsync --version | head -n 1)"
 
 emit "Command: \`bench/run.sh ${BENCHES[*]} SIZE_MB=$SIZE_MB RUNS=$RUNS MEM_MB=$MEM_MB MEM_RUNS=$MEM_RUNS\`"
 emit "Run: $HOST_LINE; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+emit ""
+emit "Programs: syncstore = $SS_ID; $(rsync --version | head -n 1 | tr -s ' ')."
 emit ""
 
 need_main_file() {

@@ -72,8 +72,8 @@ typedef struct cdc_chunk {
 } cdc_chunk;
 typedef int (*cdc_emit_fn)(void *ctx, const cdc_chunk *c);
 int cdc_stream(int fd, int threads, cdc_emit_fn emit, void *ctx);
-/* cdc_stream reading `block` bytes per pread (1..64 MiB; cdc_stream uses
- * 4 MiB): for tests of odd block boundaries and for benchmarks. */
+/* cdc_stream reading `block` bytes per pread (1..16 MiB; cdc_stream uses
+ * 1 MiB): for tests of odd block boundaries and for benchmarks. */
 int cdc_stream_block(int fd, int threads, size_t block, cdc_emit_fn emit, void *ctx);
 
 /* ---- manifest tree ---- */

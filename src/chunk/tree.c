@@ -36,7 +36,8 @@
  * entry.
  *
  * Costs: one SHA-256 of at most 5 KiB per closed node (~1 per 32 chunks);
- * memory is the builder itself, one pending node per level (~90 KB).
+ * memory is the builder itself, one pending node per level (~90 KB).  A
+ * builder serves one sequence: tree_init it again before the next.
  * Limits: TREE_MAX_LEVEL levels, far beyond any real file (8^15 chunks).
  */
 #include "chunk.h"
@@ -213,9 +214,10 @@ int tree_finish(tree_builder *tb, uint8_t root[HASH_LEN], uint64_t *size)
 		SS_ASSERT(level <= tb->nlevels);
 		if (tb->emitted[level] == 0) {
 			/*
-			 * Every node of this level is still pending, so this is
-			 * the top level.  One entry above level 1 is the only
-			 * node of the level below: that node is the root.
+			 * No node of this level has closed, so the pending one
+			 * is its only node and this is the top level.  If it
+			 * holds a single entry (above level 1), that entry is
+			 * the only node of the level below, and the root.
 			 */
 			SS_ASSERT(tb->count[level] > 0);
 			if (level > 1 && tb->count[level] == 1) {

@@ -23,6 +23,9 @@ typedef struct client {
 
 int client_connect(const cli_opts *o, client *cl);
 void client_close(client *cl);
+/* After a write failed (the server closed on us), the reason may be waiting
+ * in an ERROR frame: return that, or rc with its message unchanged. */
+int client_pending_error(client *cl, int rc);
 
 int cmd_put(const cli_opts *o, int argc, char **argv);
 int cmd_get(const cli_opts *o, int argc, char **argv);
@@ -43,6 +46,8 @@ typedef struct progress {
 void progress_init(progress *p, const char *label, uint64_t total, bool quiet);
 void progress_update(progress *p, uint64_t done);
 void progress_end(progress *p);
+
+#define CLIENT_TIMEOUT_MS (5 * 60 * 1000)
 
 /* Exit codes (CONTRACT.md). */
 #define EXIT_FAIL 1

@@ -36,6 +36,8 @@ int client_connect(const cli_opts *o, client *cl)
 		goto fail;
 	msgio_init(&cl->io, &cl->c);
 	cl->m = xmalloc(sizeof *cl->m);
+	/* Generous, but a stalled server must not hang a script for ever. */
+	conn_set_timeout(&cl->c, CLIENT_TIMEOUT_MS);
 	if (cl->c.peer.role != ROLE_SERVER) {
 		rc = ss_fail(SS_EAUTH, "%s is not a syncstore server (its certificate says %s)", o->server,
 			     tls_role_name(cl->c.peer.role));
@@ -47,6 +49,19 @@ int client_connect(const cli_opts *o, client *cl)
 fail:
 	client_close(cl);
 	return rc;
+}
+
+int client_pending_error(client *cl, int rc)
+{
+	if (!cl->m)
+		return rc;
+	buf_reset(&cl->io.out);
+	conn_set_timeout(&cl->c, 2000);
+	char what[WIRE_TEXT_MAX];
+	snprintf(what, sizeof what, "%s", ss_errmsg(rc));
+	if (msgio_recv(&cl->io, cl->m) == 0 && cl->m->type == MSG_ERROR)
+		return ss_fail(SS_EREMOTE, "%s", cl->m->error.text);
+	return ss_fail(rc, "%s", what);
 }
 
 void client_close(client *cl)
@@ -238,7 +253,8 @@ int cmd_log(const cli_opts *o, int argc, char **argv)
 int cmd_status(const cli_opts *o, int argc, char **argv)
 {
 	bool json = false, wait = false;
-	double timeout = 0;
+	double timeout = -1; /* none: --wait waits until converged */
+	char *end;
 	static const struct option lopts[] = {{"json", no_argument, 0, 'j'},
 					      {"wait", no_argument, 0, 'w'},
 					      {"timeout", required_argument, 0, 't'},
@@ -249,7 +265,13 @@ int cmd_status(const cli_opts *o, int argc, char **argv)
 		switch (c) {
 		case 'j': json = true; break;
 		case 'w': wait = true; break;
-		case 't': timeout = atof(optarg); break;
+		case 't':
+			timeout = strtod(optarg, &end);
+			if (*end || end == optarg || timeout < 0) {
+				fprintf(stderr, "syncstore: status: --timeout wants seconds, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		default:
 			fprintf(stderr, "usage: syncstore status [--wait] [--timeout SECONDS] [--json]\n");
 			return EXIT_USAGE;
@@ -277,7 +299,7 @@ int cmd_status(const cli_opts *o, int argc, char **argv)
 		for (int i = 0; i < n; i++)
 			if (!sv[i].connected || sv[i].pending_records || memcmp(sv[i].digest, sv[0].digest, HASH_LEN))
 				converged = false;
-		if (!wait || converged || now_mono() >= deadline || timeout <= 0) {
+		if (!wait || converged || (timeout >= 0 && now_mono() >= deadline)) {
 			char id[HASH_HEX_LEN + 1], dg[HASH_HEX_LEN + 1], sz[16], pb[16];
 			if (json)
 				printf("{\"servers\":[");

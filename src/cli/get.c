@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,13 +40,30 @@ typedef struct getter {
 	int depth;
 	uint64_t written;
 	progress pg;
+	const char *local;
 } getter;
+
+/*
+ * The temporary file of a download in progress, removed if the user
+ * interrupts us: a signal handler may only use async-signal-safe calls,
+ * hence a fixed buffer and unlink(2).
+ */
+static char tmp_path[PATH_MAX];
+static volatile sig_atomic_t tmp_live;
+
+static void on_signal(int sig)
+{
+	if (tmp_live)
+		unlink(tmp_path);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
 
 static int flush_out(getter *g)
 {
 	int rc = write_full(g->fd, g->out.p, g->out.len);
 	buf_reset(&g->out);
-	return rc;
+	return rc ? ss_fail(rc, "cannot write %s: %s", g->local, ss_errmsg(rc)) : 0;
 }
 
 static int short_id_fail(const char *what, const uint8_t id[HASH_LEN])
@@ -91,9 +109,10 @@ static int take_chunk(getter *g, const tree_entry *e, const msg *m)
 	sha256(p, n, id);
 	if (n != e->size || memcmp(id, e->id, HASH_LEN))
 		return short_id_fail("chunk", e->id);
-	if (g->out.len + n > g->out.max && flush_out(g))
-		return SS_EIO;
-	int rc = buf_append(&g->out, p, n);
+	int rc;
+	if (g->out.len + n > g->out.max && (rc = flush_out(g)))
+		return rc;
+	rc = buf_append(&g->out, p, n);
 	g->written += n;
 	progress_update(&g->pg, g->written);
 	return rc;
@@ -143,7 +162,7 @@ static int get_file(const cli_opts *o, client *cl, const char *remote, uint64_t 
 {
 	char tmp[PATH_MAX];
 	record *rec = xmalloc(sizeof *rec);
-	getter g = {.cl = cl, .fd = -1};
+	getter g = {.cl = cl, .fd = -1, .local = local};
 	buf_init(&g.out, 1 << 20);
 	buf_init(&g.chunk, CDC_MAX);
 	int rc = buf_reserve(&g.chunk, CDC_MAX);
@@ -162,15 +181,25 @@ static int get_file(const cli_opts *o, client *cl, const char *remote, uint64_t 
 		rc = ss_fail_errno("cannot create a temporary file beside %s", local);
 		goto out;
 	}
+	memcpy(tmp_path, tmp, sizeof tmp_path);
+	tmp_live = 1;
 	progress_init(&g.pg, remote, rec->size, o->quiet);
 	rc = receive_tree(&g, rec->root);
 	progress_end(&g.pg);
 	if (!rc && g.written != rec->size)
 		rc = ss_fail(SS_ECORRUPT, "received %llu bytes of %llu", (unsigned long long)g.written,
 			     (unsigned long long)rec->size);
-	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT},
-				 {.tv_sec = rec->mtime_ns / 1000000000, .tv_nsec = rec->mtime_ns % 1000000000}};
-	if (!rc && fchmod(g.fd, rec->mode & 07777) < 0)
+	/* Floor division: an mtime before 1970 has a negative second and a
+	 * nanosecond field that must still be in [0, 1e9). */
+	int64_t sec = rec->mtime_ns / 1000000000, nsec = rec->mtime_ns % 1000000000;
+	if (nsec < 0) {
+		sec--;
+		nsec += 1000000000;
+	}
+	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)sec, .tv_nsec = (long)nsec}};
+	/* Permission bits only: a setuid or setgid bit from the server is
+	 * never planted on the local file. */
+	if (!rc && fchmod(g.fd, rec->mode & 0777) < 0)
 		rc = ss_fail_errno("cannot set the mode of %s", local);
 	if (!rc && futimens(g.fd, ts) < 0)
 		rc = ss_fail_errno("cannot set the mtime of %s", local);
@@ -181,6 +210,7 @@ static int get_file(const cli_opts *o, client *cl, const char *remote, uint64_t 
 	close(g.fd);
 	if (rc)
 		unlink(tmp);
+	tmp_live = 0;
 out:
 	free(g.stack);
 	ZSTD_freeDCtx(g.dctx);
@@ -219,6 +249,9 @@ int cmd_get(const cli_opts *o, int argc, char **argv)
 	client cl;
 	if ((rc = client_connect(o, &cl)))
 		return cli_fail("get", rc);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
 	rc = get_file(o, &cl, remote, version, local);
 	client_close(&cl);
 	return rc ? cli_fail("get", rc) : 0;

@@ -188,6 +188,37 @@ typedef struct sender {
 
 static bool bit(const uint8_t *bits, unsigned i) { return bits[i / 8] >> (i % 8) & 1; }
 
+/* A set of chunk ids (open addressing; ids are uniform hashes already). */
+typedef struct idset {
+	uint8_t (*v)[HASH_LEN];
+	size_t cap, n;
+} idset;
+
+static const uint8_t zero_id[HASH_LEN];
+
+/* Add id; true if it was there already.  (The all-zero id is never a real
+ * SHA-256 output here, so it marks empty slots.) */
+static bool idset_add(idset *set, const uint8_t id[HASH_LEN])
+{
+	if ((set->n + 1) * 2 > set->cap) {
+		idset old = *set;
+		set->cap = old.cap ? old.cap * 2 : 256;
+		set->v = xcalloc(set->cap, HASH_LEN);
+		set->n = 0;
+		for (size_t i = 0; i < old.cap; i++)
+			if (memcmp(old.v[i], zero_id, HASH_LEN))
+				idset_add(set, old.v[i]);
+		free(old.v);
+	}
+	size_t i = (size_t)rd64(id) & (set->cap - 1);
+	for (; memcmp(set->v[i], zero_id, HASH_LEN); i = (i + 1) & (set->cap - 1))
+		if (!memcmp(set->v[i], id, HASH_LEN))
+			return true;
+	memcpy(set->v[i], id, HASH_LEN);
+	set->n++;
+	return false;
+}
+
 static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
 {
 	buf_reset(&s->data);
@@ -243,9 +274,17 @@ static int send_round(sender *s, node_item *nodes, unsigned n)
 	for (unsigned i = 0, k = 0; i < n && !rc; i++) {
 		if (!bit(want, i))
 			continue;
-		if (!(rc = msgio_expect(io, MSG_WANT, m)))
-			memcpy(child_want[k++], m->want.bits, (m->want.count + 7) / 8);
+		tree_node nd;
+		SS_ASSERT(tree_node_decode(nodes[i].bytes, nodes[i].len, &nd) == 0);
+		if ((rc = msgio_expect(io, MSG_WANT, m)))
+			break;
+		if (m->want.count != nd.count) {
+			rc = ss_fail(SS_EPROTO, "server answered %u of a node's %u children", m->want.count, nd.count);
+			break;
+		}
+		memcpy(child_want[k++], m->want.bits, (nd.count + 7u) / 8);
 	}
+	idset sent = {0};
 	for (unsigned i = 0, k = 0; i < n && !rc; i++) {
 		if (!bit(want, i))
 			continue;
@@ -254,16 +293,20 @@ static int send_round(sender *s, node_item *nodes, unsigned n)
 		for (unsigned j = 0; j < nd.count && !rc; j++) {
 			if (!bit(child_want[k], j))
 				continue;
+			tree_entry e;
+			tree_node_entry(&nd, j, &e);
+			/* A chunk repeated in the file travels once a round. */
+			if (idset_add(&sent, e.id))
+				continue;
 			if (nd.level != 1) {
 				rc = ss_fail(SS_EPROTO, "server lost a tree node uploaded earlier in this put");
 				break;
 			}
-			tree_entry e;
-			tree_node_entry(&nd, j, &e);
 			rc = send_chunk(s, e.id, nodes[i].chunks[j]);
 		}
 		k++;
 	}
+	free(sent.v);
 	free(child_want);
 	if (!rc && !(rc = wire_empty(&io->out, MSG_SYNC)))
 		rc = msgio_expect(io, MSG_OK, m);
@@ -296,7 +339,11 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 	progress pg;
 	progress_init(&pg, remote, (uint64_t)sb->st_size, o->quiet);
 	pthread_t th;
-	pthread_create(&th, NULL, producer_main, p);
+	int err = pthread_create(&th, NULL, producer_main, p);
+	if (err) {
+		p->rc = ss_fail(SS_ENOMEM, "cannot start the chunker thread: %s", strerror(err));
+		snprintf(p->err, sizeof p->err, "%s", ss_errmsg(p->rc));
+	}
 	uint64_t done = 0;
 	for (;;) {
 		batch *b = queue_pop(p);
@@ -318,7 +365,8 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 	p->stop = true;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
-	pthread_join(th, NULL);
+	if (!err)
+		pthread_join(th, NULL);
 	while (p->count) {
 		free(p->queue[p->head]);
 		p->head = (p->head + 1) % PUT_QUEUE;
@@ -387,15 +435,20 @@ static int put_dir(const cli_opts *o, client *cl, const char *local, const char 
 	return rc;
 }
 
+/* The path named on the command line is followed if it is a symlink and
+ * must be a file or directory; inside a directory, symlinks and special
+ * files are skipped with a warning (following them could loop or escape). */
 static int put_path(const cli_opts *o, client *cl, const char *local, const char *remote, put_stats *stats,
 		    int depth)
 {
 	struct stat sb;
-	if (lstat(local, &sb) < 0)
+	if ((depth ? lstat(local, &sb) : stat(local, &sb)) < 0)
 		return ss_fail_errno("cannot stat %s", local);
 	if (S_ISDIR(sb.st_mode))
 		return put_dir(o, cl, local, remote, stats, depth);
 	if (!S_ISREG(sb.st_mode)) {
+		if (!depth)
+			return ss_fail(SS_EINVAL, "%s is not a regular file or directory", local);
 		fprintf(stderr, "syncstore: put: skipping %s: not a regular file\n", local);
 		return 0;
 	}
@@ -429,6 +482,8 @@ int cmd_put(const cli_opts *o, int argc, char **argv)
 	put_stats stats = {0};
 	double t0 = now_mono();
 	rc = put_path(o, &cl, local, remote, &stats, 0);
+	if (rc == SS_ECLOSED || rc == SS_ETLS || rc == SS_EIO)
+		rc = client_pending_error(&cl, rc);
 	client_close(&cl);
 	if (rc)
 		return cli_fail("put", rc);

@@ -253,6 +253,16 @@ static int frame_end(buf *b, size_t start)
 	return 0;
 }
 
+/* Finish a frame, or take back its partial bytes if any append failed. */
+static int frame_done(buf *b, size_t start, int rc)
+{
+	if (rc) {
+		b->len = start;
+		return SS_ETOOBIG;
+	}
+	return frame_end(b, start);
+}
+
 static int put8(buf *b, uint8_t v) { return buf_append(b, &v, 1); }
 static int put16(buf *b, uint16_t v) { uint8_t t[2]; le16(t, v); return buf_append(b, t, 2); }
 static int put32(buf *b, uint32_t v) { uint8_t t[4]; le32(t, v); return buf_append(b, t, 4); }
@@ -277,7 +287,7 @@ int wire_hello(buf *b)
 	rc |= put16(b, WIRE_VERSION);
 	rc |= put16(b, WIRE_MIN_VERSION);
 	rc |= put32(b, 0);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_error(buf *b, int code, const char *text)
@@ -288,7 +298,7 @@ int wire_error(buf *b, int code, const char *text)
 	int rc = frame_begin(b, MSG_ERROR, 6 + strlen(t));
 	rc |= put32(b, (uint32_t)code);
 	rc |= put_str(b, t);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_ok(buf *b, uint64_t value)
@@ -296,14 +306,14 @@ int wire_ok(buf *b, uint64_t value)
 	size_t s = b->len;
 	int rc = frame_begin(b, MSG_OK, 8);
 	rc |= put64(b, value);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_empty(buf *b, uint8_t type)
 {
 	size_t s = b->len;
 	int rc = frame_begin(b, type, 0);
-	return rc ? rc : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mtime_ns, uint32_t flags)
@@ -315,7 +325,7 @@ int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mti
 	rc |= put32(b, mode);
 	rc |= put64(b, (uint64_t)mtime_ns);
 	rc |= put32(b, flags);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count)
@@ -325,7 +335,7 @@ int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count)
 	int rc = frame_begin(b, type, 2 + (size_t)count * HASH_LEN);
 	rc |= put16(b, count);
 	rc |= buf_append(b, ids, (size_t)count * HASH_LEN);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_want(buf *b, const uint8_t *bits, uint16_t count)
@@ -335,7 +345,7 @@ int wire_want(buf *b, const uint8_t *bits, uint16_t count)
 	int rc = frame_begin(b, MSG_WANT, 2 + (count + 7u) / 8);
 	rc |= put16(b, count);
 	rc |= buf_append(b, bits, (count + 7u) / 8);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_node(buf *b, const uint8_t *node, size_t len)
@@ -344,7 +354,7 @@ int wire_node(buf *b, const uint8_t *node, size_t len)
 	size_t s = b->len;
 	int rc = frame_begin(b, MSG_NODE, len);
 	rc |= buf_append(b, node, len);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_len, const void *data, size_t len)
@@ -356,7 +366,7 @@ int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_l
 	rc |= put8(b, flags);
 	rc |= put32(b, raw_len);
 	rc |= buf_append(b, data, len);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size)
@@ -365,7 +375,7 @@ int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size)
 	int rc = frame_begin(b, MSG_COMMIT, HASH_LEN + 8);
 	rc |= buf_append(b, root, HASH_LEN);
 	rc |= put64(b, size);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_get(buf *b, const char *path, uint64_t version)
@@ -374,7 +384,7 @@ int wire_get(buf *b, const char *path, uint64_t version)
 	int rc = frame_begin(b, MSG_GET, 10 + strlen(path));
 	rc |= put_str(b, path);
 	rc |= put64(b, version);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_path(buf *b, uint8_t type, const char *path)
@@ -382,7 +392,7 @@ int wire_path(buf *b, uint8_t type, const char *path)
 	size_t s = b->len;
 	int rc = frame_begin(b, type, 2 + strlen(path));
 	rc |= put_str(b, path);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_rm(buf *b, const char *path, uint32_t flags)
@@ -391,7 +401,7 @@ int wire_rm(buf *b, const char *path, uint32_t flags)
 	int rc = frame_begin(b, MSG_RM, 6 + strlen(path));
 	rc |= put_str(b, path);
 	rc |= put32(b, flags);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_mv(buf *b, const char *from, const char *to)
@@ -400,7 +410,7 @@ int wire_mv(buf *b, const char *from, const char *to)
 	int rc = frame_begin(b, MSG_MV, 4 + strlen(from) + strlen(to));
 	rc |= put_str(b, from);
 	rc |= put_str(b, to);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_record(buf *b, uint8_t type, const record *r)
@@ -422,7 +432,7 @@ int wire_record(buf *b, uint8_t type, const record *r)
 		rc |= put64(b, r->vv.e[i].node);
 		rc |= put64(b, r->vv.e[i].counter);
 	}
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }
 
 int wire_server_info(buf *b, const wire_server *v)
@@ -442,5 +452,5 @@ int wire_server_info(buf *b, const wire_server *v)
 	rc |= put64(b, v->chunk_bytes);
 	rc |= buf_append(b, v->digest, HASH_LEN);
 	rc |= put16(b, v->durable_of);
-	return rc ? SS_ETOOBIG : frame_end(b, s);
+	return frame_done(b, s, rc);
 }

@@ -14,6 +14,7 @@
 
 #define SERVER_MAX_CONNS 512
 #define SERVER_HANDSHAKE_MS 10000
+#define SERVER_MAX_HANDSHAKES 64 /* connections still in their TLS handshake */
 #define SERVER_IDLE_MS (10 * 60 * 1000)
 
 typedef struct server_opts {

@@ -21,10 +21,12 @@
 #include "server.h"
 
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <string.h>
 #include <zstd.h>
 
-#define SESSION_MAX_NODES 1024
+#define SESSION_MAX_NODES 64 /* one client batch (WIRE.md) */
 
 typedef struct pending_node {
 	uint8_t id[HASH_LEN];
@@ -63,13 +65,20 @@ static int put_offer(session *s)
 	uint8_t bits[WIRE_MAX_OFFER / 8] = {0};
 	uint16_t n = s->m.offer.count;
 	for (unsigned i = 0; i < n; i++) {
-		int have = store_has(s->srv->st, s->m.offer.ids + (size_t)i * HASH_LEN);
+		int have = store_has_node(s->srv->st, s->m.offer.ids + (size_t)i * HASH_LEN);
 		if (have < 0)
 			return have;
 		if (!have)
 			set_bit(bits, i);
 	}
 	return wire_want(&s->io.out, bits, n);
+}
+
+/* A child of a level-1 node is a data chunk; any other child is a node,
+ * which counts only when its whole subtree is there. */
+static int child_present(session *s, const tree_node *nd, const uint8_t id[HASH_LEN])
+{
+	return nd->level == 1 ? store_has(s->srv->st, id) : store_has_node(s->srv->st, id);
 }
 
 static int put_node(session *s)
@@ -89,7 +98,7 @@ static int put_node(session *s)
 	for (unsigned i = 0; i < nd.count; i++) {
 		tree_entry e;
 		tree_node_entry(&nd, i, &e);
-		int have = store_has(s->srv->st, e.id);
+		int have = child_present(s, &nd, e.id);
 		if (have < 0)
 			return have;
 		if (!have)
@@ -144,7 +153,7 @@ static int put_sync(session *s)
 		for (unsigned i = 0; i < nd.count; i++) {
 			tree_entry e;
 			tree_node_entry(&nd, i, &e);
-			int have = store_has(s->srv->st, e.id);
+			int have = child_present(s, &nd, e.id);
 			if (have < 0)
 				return have;
 			if (!have) {
@@ -153,7 +162,7 @@ static int put_sync(session *s)
 				return ss_fail(SS_EPROTO, "upload incomplete: chunk %.16s was wanted but never sent", hex);
 			}
 		}
-		int rc = store_put_chunk(s->srv->st, p->id, p->bytes, p->len);
+		int rc = store_put_node(s->srv->st, p->id, p->bytes, p->len);
 		if (rc)
 			return rc;
 	}
@@ -163,23 +172,14 @@ static int put_sync(session *s)
 
 static int put_commit(session *s, record *rec)
 {
-	uint64_t size = s->m.commit.size;
+	/* store_commit checks, in the transaction that writes the record,
+	 * that the whole tree is present and holds exactly rec->size bytes. */
 	memcpy(rec->root, s->m.commit.root, HASH_LEN);
-	if (size != rec->size)
+	if (s->m.commit.size != rec->size)
 		return ss_fail(SS_EPROTO, "commit size %llu differs from the announced %llu",
-			       (unsigned long long)size, (unsigned long long)rec->size);
-	buf_reset(&s->chunk);
-	int rc = store_get_chunk(s->srv->st, rec->root, &s->chunk);
+			       (unsigned long long)s->m.commit.size, (unsigned long long)rec->size);
+	int rc = store_commit(s->srv->st, rec);
 	if (rc)
-		return rc == SS_ENOENT ? ss_fail(SS_EPROTO, "commit of %s names a root that was never uploaded", rec->path)
-				       : rc;
-	tree_node nd;
-	if ((rc = tree_node_decode(s->chunk.p, s->chunk.len, &nd)))
-		return rc;
-	if (tree_node_size(&nd) != size)
-		return ss_fail(SS_EPROTO, "commit of %s: tree holds %llu bytes, not %llu", rec->path,
-			       (unsigned long long)tree_node_size(&nd), (unsigned long long)size);
-	if ((rc = store_commit(s->srv->st, rec)))
 		return rc;
 	log_info("put %s: %llu bytes, version %llu", rec->path, (unsigned long long)rec->size,
 		 (unsigned long long)rec->seq);
@@ -193,11 +193,14 @@ static bool fatal(int rc);
  * and drop its frames until it waits for an answer, so the ERROR reaches it
  * instead of a reset connection.
  */
-static void drain_put(session *s)
+static int drain_put(session *s, int rc)
 {
+	char what[WIRE_TEXT_MAX];
+	snprintf(what, sizeof what, "%s", ss_errmsg(rc));
 	while (!msgio_recv(&s->io, &s->m))
 		if (s->m.type != MSG_CHUNK)
-			return;
+			break;
+	return ss_fail(rc, "%s", what);
 }
 
 /* One put, from PUT to COMMIT.  The lease pins the upload's chunks. */
@@ -230,8 +233,10 @@ static int do_put(session *s)
 		if (rc)
 			break;
 	}
-	if (!fatal(rc))
-		drain_put(s);
+	/* Only a failed CHUNK leaves the client still sending; after any
+	 * other frame it is already waiting for this reply. */
+	if (!fatal(rc) && s->m.type == MSG_CHUNK)
+		rc = drain_put(s, rc);
 end:
 	store_lease_end(s->srv->st, lease);
 out:
@@ -279,7 +284,7 @@ static int read_tree_chunk(session *s, const uint8_t id[HASH_LEN], walk_level *s
 	for (int i = 0; i < depth; i++) {
 		uint8_t nid[HASH_LEN];
 		sha256(stack[i].bytes, TREE_HDR + (size_t)TREE_ENTRY * stack[i].nd.count, nid);
-		store_forget(s->srv->st, nid);
+		store_unmark_node(s->srv->st, nid);
 	}
 	log_err("%s: dropped from the index until a client or peer sends it again", what);
 	return ss_fail(SS_ECORRUPT, "%s", what);
@@ -405,19 +410,23 @@ static int do_log(session *s)
 
 typedef struct rm_walk {
 	session *s;
-	char (*paths)[SS_PATH_MAX + 1];
-	size_t n, cap;
+	const char *prefix;
+	uint64_t removed;
 } rm_walk;
 
-static int collect_path(void *ctx, const record *r)
+static int tombstone(session *s, const char *path);
+
+/* store_list runs its callback without holding the store, so each path is
+ * tombstoned as the walk reaches it: memory stays flat however many match. */
+static int rm_one(void *ctx, const record *r)
 {
 	rm_walk *w = ctx;
-	if (w->n == w->cap) {
-		w->cap = w->cap ? w->cap * 2 : 64;
-		w->paths = xrealloc(w->paths, w->cap * sizeof *w->paths);
-	}
-	memcpy(w->paths[w->n++], r->path, sizeof *w->paths);
-	return 0;
+	if (strncmp(r->path, w->prefix, strlen(w->prefix)))
+		return 0;
+	int rc = tombstone(w->s, r->path);
+	if (!rc)
+		w->removed++;
+	return rc;
 }
 
 static int tombstone(session *s, const char *path)
@@ -450,16 +459,12 @@ static int do_rm(session *s)
 		removed++;
 	}
 	if (s->m.rm.flags & WIRE_RM_RECURSIVE) {
-		/* Everything under PATH/.  Collected first: the walk holds the
-		 * store's statement, and each tombstone is its own commit. */
+		/* Everything under PATH/, each tombstone its own commit. */
 		char prefix[SS_PATH_MAX + 2];
 		snprintf(prefix, sizeof prefix, "%s/", path);
-		rm_walk w = {.s = s};
-		rc = store_list(s->srv->st, prefix, collect_path, &w);
-		for (size_t i = 0; !rc && i < w.n; i++)
-			if (!strncmp(w.paths[i], prefix, strlen(prefix)) && !(rc = tombstone(s, w.paths[i])))
-				removed++;
-		free(w.paths);
+		rm_walk w = {.s = s, .prefix = prefix};
+		rc = store_list(s->srv->st, prefix, rm_one, &w);
+		removed += w.removed;
 		if (rc)
 			return rc;
 	}
@@ -504,6 +509,21 @@ static int do_status(session *s)
 	return rc ? rc : wire_empty(&s->io.out, MSG_END);
 }
 
+/*
+ * Before closing on a failed put, read and drop what the client is still
+ * sending (bounded in bytes and time), so the ERROR already written reaches
+ * it instead of a connection reset.
+ */
+static void linger(session *s)
+{
+	uint8_t scrap[64 * 1024];
+	uint64_t budget = 64u << 20;
+	conn_set_timeout(s->c, 2000);
+	shutdown(s->c->fd, SHUT_WR);
+	while (budget > sizeof scrap && conn_read(s->c, scrap, sizeof scrap) == 0)
+		budget -= sizeof scrap;
+}
+
 /* Errors a client can act on get an ERROR reply and the session goes on;
  * protocol violations and I/O failures end the connection. */
 static bool fatal(int rc)
@@ -534,8 +554,14 @@ void session_run(server *srv, conn *c)
 		goto out;
 	}
 	conn_set_timeout(c, SERVER_IDLE_MS);
+	/* Writes time out too: a client that stops reading a GET must not
+	 * hold this thread for ever. */
+	struct timeval tv = {.tv_sec = SERVER_IDLE_MS / 1000};
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	if ((rc = msgio_hello_server(&s->io))) {
 		log_info("peer %.16s: handshake failed: %s", hex, ss_errmsg(rc));
+		if (rc != SS_ECLOSED)
+			reply_error(s, rc);
 		goto out;
 	}
 	for (;;) {
@@ -550,6 +576,7 @@ void session_run(server *srv, conn *c)
 				if ((rc = do_put(s))) {
 					log_info("peer %.16s: put failed: %s", hex, ss_errmsg(rc));
 					reply_error(s, rc);
+					linger(s);
 					goto out;
 				}
 				break;

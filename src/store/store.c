@@ -103,6 +103,7 @@ typedef struct pend_ent {
 	uint8_t id[HASH_LEN];
 	seg_loc loc;
 	uint64_t seq; /* put sequence; 0 marks an empty slot */
+	bool node;    /* a tree node whose subtree is complete: index it in nodes too */
 } pend_ent;
 
 /* Open addressing with linear probing; ids are SHA-256, so their first
@@ -186,6 +187,9 @@ enum {
 	Q_CHUNK_HAS,
 	Q_CHUNK_LOC,
 	Q_CHUNK_ADD,
+	Q_NODE_HAS,
+	Q_NODE_ADD,
+	Q_NODE_DEL,
 	Q_SEG_END_GET,
 	Q_SEG_END_SET,
 	Q_CUR_GET,
@@ -209,6 +213,9 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_CHUNK_HAS] = "SELECT 1 FROM chunks WHERE id = ?1",
 	[Q_CHUNK_LOC] = "SELECT seg, off, len FROM chunks WHERE id = ?1",
 	[Q_CHUNK_ADD] = "INSERT OR IGNORE INTO chunks(id, seg, off, len) VALUES (?1, ?2, ?3, ?4)",
+	[Q_NODE_HAS] = "SELECT 1 FROM nodes WHERE id = ?1",
+	[Q_NODE_ADD] = "INSERT OR IGNORE INTO nodes(id) VALUES (?1)",
+	[Q_NODE_DEL] = "DELETE FROM nodes WHERE id = ?1",
 	[Q_SEG_END_GET] = "SELECT indexed_end FROM segments WHERE seg = ?1",
 	[Q_SEG_END_SET] = "INSERT INTO segments(seg, indexed_end) VALUES (?1, ?2) ON CONFLICT(seg) "
 			  "DO UPDATE SET indexed_end = max(indexed_end, excluded.indexed_end)",
@@ -229,6 +236,7 @@ static const char *const store_sql[Q_COUNT] = {
 static const char store_schema[] =
 	"CREATE TABLE IF NOT EXISTS chunks(id BLOB PRIMARY KEY, seg INTEGER NOT NULL, off INTEGER NOT NULL,"
 	" len INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS nodes(id BLOB PRIMARY KEY) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS segments(seg INTEGER PRIMARY KEY, indexed_end INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS versions(seq INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,"
 	" size INTEGER NOT NULL, mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, root BLOB NOT NULL,"
@@ -373,6 +381,11 @@ static int db_index(store *st, const pend_ent *rows, size_t n)
 		if (sqlite3_changes(st->db)) {
 			added++;
 			bytes += r->loc.len;
+		}
+		if (r->node) {
+			sqlite3_bind_blob(st->q[Q_NODE_ADD], 1, r->id, HASH_LEN, SQLITE_STATIC);
+			if ((rc = db_step_done(st, st->q[Q_NODE_ADD], "cannot index tree nodes")))
+				break;
 		}
 		unsigned k = 0;
 		while (k < nends && ends[k].seg != r->loc.seg)
@@ -884,7 +897,24 @@ int store_has(store *st, const uint8_t id[HASH_LEN])
 	return rc;
 }
 
-int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
+static int db_node_has(store *st, const uint8_t id[HASH_LEN])
+{
+	sqlite3_stmt *s = st->q[Q_NODE_HAS];
+	sqlite3_bind_blob(s, 1, id, HASH_LEN, SQLITE_STATIC);
+	int src = sqlite3_step(s);
+	int rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : db_fail(st, src, "cannot look up a tree node");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/*
+ * Append a chunk unless present; with node set, also record that it is a
+ * tree node with a complete subtree.  A node whose bytes are already stored
+ * (say, uploaded earlier as a data chunk) gets a pending row pointing at the
+ * existing record, so the mark is indexed by the next flush like any row.
+ */
+static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len, bool node)
 {
 	if (len > SEG_CHUNK_MAX) {
 		char ab[SEG_ID_ABBREV];
@@ -895,21 +925,33 @@ int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, siz
 	bool over = false;
 	pthread_mutex_lock(&st->put_mu);
 	pthread_mutex_lock(&st->mu);
-	bool present = pend_find(&st->pend, id) != NULL;
+	pend_ent *pe = pend_find(&st->pend, id);
+	if (pe && node)
+		pe->node = true;
+	bool present = pe != NULL;
 	pthread_mutex_unlock(&st->mu);
 	int rc = 0;
+	pend_ent e = {.node = node};
+	memcpy(e.id, id, HASH_LEN);
 	if (!present) {
 		/* put_mu keeps the id out of the pending table meanwhile, and a
 		 * flush only moves rows from pending to the index. */
 		pthread_mutex_lock(&st->db_mu);
-		rc = db_chunk_loc(st, id, NULL);
+		rc = db_chunk_loc(st, id, &e.loc);
+		if (rc == 1 && node && (rc = db_node_has(st, id)) == 0) {
+			/* Stored, but not known complete: mark it. */
+			pthread_mutex_lock(&st->mu);
+			e.seq = ++st->put_seq;
+			pend_add(&st->pend, &e);
+			st->pend_bytes += e.loc.len;
+			pthread_mutex_unlock(&st->mu);
+			rc = 1;
+		}
 		pthread_mutex_unlock(&st->db_mu);
 		present = rc == 1;
 		rc = rc < 0 ? rc : 0;
 	}
 	if (!present && !rc) {
-		pend_ent e;
-		memcpy(e.id, id, HASH_LEN);
 		if (!(rc = seg_append(st->segs, id, data, (uint32_t)len, &e.loc))) {
 			pthread_mutex_lock(&st->mu);
 			e.seq = ++st->put_seq;
@@ -922,6 +964,44 @@ int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, siz
 	pthread_mutex_unlock(&st->put_mu);
 	if (over)
 		rc = store_flush(st);
+	return rc;
+}
+
+int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
+{
+	return put_record(st, id, data, len, false);
+}
+
+int store_put_node(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
+{
+	return put_record(st, id, data, len, true);
+}
+
+int store_has_node(store *st, const uint8_t id[HASH_LEN])
+{
+	pthread_mutex_lock(&st->mu);
+	pend_ent *e = pend_find(&st->pend, id);
+	bool pending = e && e->node;
+	pthread_mutex_unlock(&st->mu);
+	if (pending)
+		return 1;
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_node_has(st, id);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_unmark_node(store *st, const uint8_t id[HASH_LEN])
+{
+	pthread_mutex_lock(&st->mu);
+	pend_ent *e = pend_find(&st->pend, id);
+	if (e)
+		e->node = false;
+	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_bind_blob(st->q[Q_NODE_DEL], 1, id, HASH_LEN, SQLITE_STATIC);
+	int rc = db_step_done(st, st->q[Q_NODE_DEL], "cannot unmark a tree node");
+	pthread_mutex_unlock(&st->db_mu);
 	return rc;
 }
 
@@ -956,6 +1036,9 @@ int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
  */
 int store_forget(store *st, const uint8_t id[HASH_LEN])
 {
+	int urc = store_unmark_node(st, id);
+	if (urc)
+		return urc;
 	pthread_mutex_lock(&st->mu);
 	pend_del(&st->pend, id);
 	pthread_mutex_unlock(&st->mu);
@@ -1122,26 +1205,44 @@ static int rec_check_path(const char *path, size_t cap)
  * every data chunk indexed with the length its parent names.  Sets *size to
  * the bytes under it.  Caller holds db_mu inside a transaction.
  */
-static int tree_check(store *st, const char *path, const uint8_t id[HASH_LEN], unsigned level, uint64_t *size)
+/*
+ * The walk of one commit.  Nodes already verified are remembered with their
+ * sizes, so the cost is the number of distinct nodes (a tree that names one
+ * node 128 times at each of 8 levels costs 8 reads, not 128^8), and a node
+ * naming a missing child is remembered so it can be unmarked afterwards.
+ */
+typedef struct tree_walk {
+	const char *path;
+	pend_table seen; /* verified nodes; loc.off holds the subtree size */
+	bool broken;     /* `broken_id` names a node with a missing child */
+	uint8_t broken_id[HASH_LEN];
+} tree_walk;
+
+static int tree_check(store *st, tree_walk *w, const uint8_t id[HASH_LEN], unsigned level, uint64_t *size)
 {
 	char ab[SEG_ID_ABBREV];
+	pend_ent *seen = pend_find(&w->seen, id);
+	if (seen) {
+		*size = seen->loc.off;
+		return 0;
+	}
 	seg_loc loc;
 	int rc = db_chunk_loc(st, id, &loc);
 	if (rc < 0)
 		return rc;
 	seg_id_abbrev(id, ab);
 	if (rc == 0)
-		return ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", path, ab);
+		return ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", w->path, ab);
 	buf b;
 	buf_init(&b, TREE_NODE_MAX);
 	tree_node nd;
 	if ((rc = seg_read(st->segs, &loc, id, &b))) {
 		if (rc == SS_ETOOBIG)
-			rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", path, ab);
+			rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", w->path, ab);
 		goto out;
 	}
 	if (tree_node_decode(b.p, b.len, &nd) || (level && nd.level != level)) {
-		rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", path, ab);
+		rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", w->path, ab);
 		goto out;
 	}
 	uint64_t total = 0;
@@ -1150,25 +1251,34 @@ static int tree_check(store *st, const char *path, const uint8_t id[HASH_LEN], u
 		uint64_t sub = 0;
 		tree_node_entry(&nd, i, &e);
 		if (nd.level > 1) {
-			rc = tree_check(st, path, e.id, nd.level - 1u, &sub);
+			rc = tree_check(st, w, e.id, nd.level - 1u, &sub);
 		} else {
 			seg_loc cl;
 			rc = db_chunk_loc(st, e.id, &cl);
 			seg_id_abbrev(e.id, ab);
 			if (rc == 0)
-				rc = ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", path, ab);
+				rc = ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", w->path, ab);
 			else if (rc == 1) {
 				rc = 0;
 				sub = cl.len;
 			}
 		}
+		if (rc == SS_ENOENT && !w->broken) {
+			w->broken = true;
+			memcpy(w->broken_id, id, HASH_LEN);
+		}
 		if (!rc && sub != e.size) {
 			seg_id_abbrev(id, ab);
 			rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s names %llu bytes for an entry "
 						  "holding %llu",
-				     path, ab, (unsigned long long)e.size, (unsigned long long)sub);
+				     w->path, ab, (unsigned long long)e.size, (unsigned long long)sub);
 		}
 		total += e.size; /* decode checked the sum fits */
+	}
+	if (!rc) {
+		pend_ent v = {.seq = 1, .loc = {.off = total}};
+		memcpy(v.id, id, HASH_LEN);
+		pend_add(&w->seen, &v);
 	}
 	*size = total;
 out:
@@ -1194,12 +1304,13 @@ int store_commit(store *st, record *rec)
 	record *cur = xmalloc(sizeof *cur);
 	vvec vv = {0};
 	uint64_t seq = 0;
+	tree_walk walk = {.path = rec->path};
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
 	if (!rec->deleted) {
 		uint64_t size = 0;
-		if ((rc = tree_check(st, rec->path, rec->root, 0, &size)))
+		if ((rc = tree_check(st, &walk, rec->root, 0, &size)))
 			goto out;
 		if (size != rec->size) {
 			rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu",
@@ -1231,7 +1342,16 @@ out:
 	if (rc)
 		db_rollback(st);
 	pthread_mutex_unlock(&st->db_mu);
+	free(walk.seen.v);
 	free(cur);
+	if (walk.broken) {
+		/* The node claimed a whole subtree it does not have: unmark it,
+		 * so the client's retry is asked for the missing part. */
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
+		store_unmark_node(st, walk.broken_id);
+		rc = ss_fail(rc, "%s", msg);
+	}
 	return rc;
 }
 

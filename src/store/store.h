@@ -53,6 +53,17 @@ const char *store_dir(const store *st);
 int store_has(store *st, const uint8_t id[HASH_LEN]);
 /* Append bytes whose SHA-256 the caller has verified equals id. Idempotent. */
 int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len);
+/*
+ * Tree nodes are chunks too, but "have" for a node must mean its whole
+ * subtree is present.  store_put_node stores a node (like store_put_chunk)
+ * and marks it complete; the caller has checked its children.  Bytes that
+ * merely arrived as a chunk never count as a complete node, and a node whose
+ * subtree lost a chunk (found corrupt, or missing at commit) is unmarked.
+ */
+int store_put_node(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len);
+/* 1 complete node, 0 not, <0 error. */
+int store_has_node(store *st, const uint8_t id[HASH_LEN]);
+int store_unmark_node(store *st, const uint8_t id[HASH_LEN]);
 /* Read a chunk into out (reset first) and verify its SHA-256; SS_ECORRUPT
  * with a message naming the chunk if it does not verify, SS_ENOENT if absent. */
 int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out);
