@@ -301,10 +301,10 @@ timed() {
 
 # ss_cmd PORT LOCAL REMOTE: CMD = the syncstore put command line
 ss_cmd() { CMD=("$SS" --server "127.0.0.1:$1" --tls "$W/tls" --quiet put "$2" "$3"); }
-ss_put() { ss_cmd "$@"; "${CMD[@]}"; } # untimed
+ss_put() { ss_cmd "$@"; "${CMD[@]}" >>"$W/log/untimed.out"; } # untimed
 ss_check() { # ss_check PORT REMOTE EXPECTED_FILE: the server holds exactly it
 	rm -f "$W/data/check"
-	"$SS" --server "127.0.0.1:$1" --tls "$W/tls" --quiet get "$2" "$W/data/check"
+	"$SS" --server "127.0.0.1:$1" --tls "$W/tls" --quiet get "$2" "$W/data/check" >>"$W/log/untimed.out"
 	cmp "$W/data/check" "$3" || { echo "run.sh: syncstore content differs" >&2; exit 1; }
 	rm -f "$W/data/check"
 }
