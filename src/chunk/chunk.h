@@ -61,8 +61,8 @@ extern const uint64_t cdc_gear[256];
  * cdc_stream: chunk and hash a file descriptor with bounded memory, cut-point
  * search overlapped with hashing on `threads` threads (0 = number of cores,
  * at most 4).  Calls emit() for each chunk in file order.  If emit returns
- * non-zero, streaming stops and that value is returned.  Reads with pread
- * from `start`, so the fd's offset is untouched.
+ * non-zero, streaming stops and that value is returned.  Reads the whole
+ * file with pread from offset 0, so the fd's offset is untouched.
  */
 typedef struct cdc_chunk {
 	uint64_t off;     /* offset in the file */

@@ -314,7 +314,7 @@ static int send_round(sender *s, node_item *nodes, unsigned n)
 }
 
 /* Upload one regular file to remote path; fd open for reading. */
-static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb, const char *remote,
+static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb, const char *local, const char *remote,
 		    put_stats *stats)
 {
 	msgio *io = &cl->io;
@@ -382,10 +382,13 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 		rc = send_round(&s, p->upper + i, (unsigned)(j - i));
 		i = j;
 	}
+	/* A file changed under us explains any failure above (a short read,
+	 * or the server refusing a chunk that no longer matches its hash)
+	 * better than the failure itself, and must never be committed. */
 	struct stat after;
-	if (!rc && (fstat(fd, &after) < 0 || after.st_size != sb->st_size || p->size != (uint64_t)sb->st_size ||
-		    after.st_mtim.tv_sec != sb->st_mtim.tv_sec || after.st_mtim.tv_nsec != sb->st_mtim.tv_nsec))
-		rc = ss_fail(SS_EIO, "%s changed while it was being uploaded: nothing was committed", remote);
+	if (fstat(fd, &after) < 0 || after.st_size != sb->st_size || (!rc && p->size != (uint64_t)sb->st_size) ||
+	    after.st_mtim.tv_sec != sb->st_mtim.tv_sec || after.st_mtim.tv_nsec != sb->st_mtim.tv_nsec)
+		rc = ss_fail(SS_EIO, "%s changed while it was being uploaded: nothing was committed", local);
 	if (!rc && !(rc = wire_commit(&io->out, p->root, p->size)))
 		rc = msgio_expect(io, MSG_OK, cl->m);
 	progress_end(&pg);
@@ -458,7 +461,7 @@ static int put_path(const cli_opts *o, client *cl, const char *local, const char
 	int fd = open(local, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ss_fail_errno("cannot open %s", local);
-	rc = put_file(o, cl, fd, &sb, remote, stats);
+	rc = put_file(o, cl, fd, &sb, local, remote, stats);
 	close(fd);
 	return rc;
 }
@@ -482,7 +485,7 @@ int cmd_put(const cli_opts *o, int argc, char **argv)
 	put_stats stats = {0};
 	double t0 = now_mono();
 	rc = put_path(o, &cl, local, remote, &stats, 0);
-	if (rc == SS_ECLOSED || rc == SS_ETLS || rc == SS_EIO)
+	if (rc == SS_ECLOSED || rc == SS_ETLS)
 		rc = client_pending_error(&cl, rc);
 	client_close(&cl);
 	if (rc)
