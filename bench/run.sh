@@ -20,15 +20,20 @@
 #   SIZE_MB=1024  RUNS=5  MEM_MB=4096  MEM_RUNS=1
 #   BENCH_DIR=/tmp     a work dir is made under it and removed at exit
 #   KEEP=1             keep the work dir (for debugging)
-#   RESULTS=FILE       also write the tables to FILE
+#   RESULTS=FILE       also write the tables to FILE (and raw lines to FILE.raw)
 #   SYNCSTORE=path     binary to measure (default build/syncstore, copied first
 #                      so a concurrent rebuild cannot change it mid-run)
+#   QUIET_MAX=120 QUIET_CPUS=0.25   before each timed run wait (at most
+#                      QUIET_MAX s) until the machine is nearly idle
 #
-# Every timed command is started the same way (/usr/bin/time -f %M for the
-# peak RSS, wall time from the shell's clock around it).  Before each timed
-# run the destination is reset (not timed), `sync` is run, and both programs
-# got one untimed warm-up run first.  Medians over RUNS runs; the order of
-# the programs alternates from run to run.
+# Every timed command is started the same way: /usr/bin/time -f '%M %U %S'
+# (client peak RSS and CPU), wall time from the shell's clock around it,
+# server-side CPU from /proc (syncstore server; rsync daemon's reaped
+# children), bytes from the counting forwarder (bench/countfwd.c).  Before
+# each timed run the destination is reset (not timed) and `sync` is run;
+# both programs get one untimed warm-up run first.  Medians over RUNS runs;
+# the order of the programs alternates from run to run.  Tables on stdout,
+# progress on stderr.  Method and results: docs/BENCHMARKS.md.
 
 set -euo pipefail
 export LC_ALL=C
@@ -323,7 +328,7 @@ med() { col "$1" "$2" | median; }
 list() { col "$1" "$2" | paste -sd' ' | sed 's/ /, /g'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0) print "-"; else printf "%.3f", a / b}'; }
 verdict() { # verdict RATIO LIMIT
-	awk -v r="$1" -v l="$2" 'BEGIN {if (r == "-") print "-"; else if (r <= l) printf "met (%.2fx <= %.2fx)", r, l; else printf "NOT met (%.2fx > %.2fx, %.1fx over)", r, l, r / l}'
+	awk -v r="$1" -v l="$2" 'BEGIN {if (r == "-") print "-"; else if (r <= l) printf "met (%.2fx <= %.2fx)", r, l; else printf "NOT met (%.2fx > %.2fx: needs %.0f%% less)", r, l, 100 * (1 - l / r)}'
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 human_b() { awk -v b="$1" 'BEGIN {if (b >= 1048576) printf "%.2f MiB", b / 1048576; else if (b >= 1024) printf "%.1f KiB", b / 1024; else printf "%d B", b}'; }

@@ -754,6 +754,7 @@ static int recover_found(void *ctx, const seg_loc *loc, const uint8_t id[HASH_LE
 	memcpy(e->id, id, HASH_LEN);
 	e->loc = *loc;
 	e->seq = 1;
+	e->node = false; /* completeness is never inferred from bytes on disk */
 	rc->total++;
 	if (rc->n < STORE_RECOVER_BATCH)
 		return 0;
