@@ -28,7 +28,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #define PUT_BATCH_NODES 64
 #define PUT_QUEUE 3
@@ -180,9 +179,7 @@ static void *producer_main(void *arg)
 typedef struct sender {
 	client *cl;
 	int fd;
-	buf data;
-	buf z;
-	ZSTD_CCtx *cctx;
+	wire_zstd z;
 	put_stats *stats;
 } sender;
 
@@ -221,19 +218,21 @@ static bool idset_add(idset *set, const uint8_t id[HASH_LEN])
 
 static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
 {
-	buf_reset(&s->data);
-	int rc = buf_reserve(&s->data, sp.len);
-	/* Not hashed again here: the server verifies every chunk, and a file
-	 * that changes under us is caught by its mtime at the end. */
-	if (rc || (rc = pread_full(s->fd, s->data.p, sp.len, sp.off)))
+	/* Read straight into the outgoing frame.  Not hashed again here: the
+	 * server verifies every chunk, and a file that changes under us is
+	 * caught by its size and mtime at the end. */
+	uint8_t *payload;
+	size_t start;
+	int rc = wire_chunk_open(&s->cl->io.out, id, sp.len, &payload, &start);
+	if (rc)
 		return rc;
-	size_t z = ZSTD_compressCCtx(s->cctx, s->z.p, s->z.cap, s->data.p, sp.len, 1);
-	if (!ZSTD_isError(z) && z < sp.len - sp.len / 8)
-		rc = wire_chunk(&s->cl->io.out, id, WIRE_CHUNK_ZSTD, sp.len, s->z.p, z);
-	else
-		rc = wire_chunk(&s->cl->io.out, id, 0, sp.len, s->data.p, sp.len);
+	if ((rc = pread_full(s->fd, payload, sp.len, sp.off))) {
+		s->cl->io.out.len = start;
+		return rc;
+	}
+	wire_chunk_close(&s->cl->io.out, start, &s->z);
 	s->stats->chunks_sent++;
-	return rc ? rc : msgio_maybe_flush(&s->cl->io);
+	return msgio_maybe_flush(&s->cl->io);
 }
 
 /*
@@ -331,10 +330,7 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 	p->tb = xmalloc(sizeof *p->tb);
 	tree_init(p->tb, on_node, p);
 	sender s = {.cl = cl, .fd = fd, .stats = stats};
-	buf_init(&s.data, CDC_MAX);
-	buf_init(&s.z, ZSTD_compressBound(CDC_MAX));
-	buf_reserve(&s.z, ZSTD_compressBound(CDC_MAX));
-	s.cctx = ZSTD_createCCtx();
+	wire_zstd_init(&s.z);
 
 	progress pg;
 	progress_init(&pg, remote, (uint64_t)sb->st_size, o->quiet);
@@ -398,9 +394,7 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 	}
 	stats->sent += io->sent - sent0;
 
-	ZSTD_freeCCtx(s.cctx);
-	buf_free(&s.data);
-	buf_free(&s.z);
+	wire_zstd_free(&s.z);
 	free(p->upper);
 	free(p->tb);
 	pthread_mutex_destroy(&p->mu);

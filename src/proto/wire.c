@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <zstd.h>
 
 typedef struct rd {
 	const uint8_t *p;
@@ -165,6 +166,8 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 			return ss_fail(SS_EPROTO, "chunk with unknown flags 0x%x", m->chunk.flags);
 		if (m->chunk.raw_len > CDC_MAX)
 			return ss_fail(SS_EPROTO, "chunk of %u bytes exceeds %d", m->chunk.raw_len, CDC_MAX);
+		if (r.n > WIRE_CHUNK_MAX)
+			return ss_fail(SS_EPROTO, "chunk payload of %zu bytes exceeds %d", r.n, WIRE_CHUNK_MAX);
 		m->chunk.len = (uint32_t)r.n;
 		m->chunk.data = take(&r, r.n);
 		if (!(m->chunk.flags & WIRE_CHUNK_ZSTD) && m->chunk.len != m->chunk.raw_len)
@@ -453,4 +456,66 @@ int wire_server_info(buf *b, const wire_server *v)
 	rc |= buf_append(b, v->digest, HASH_LEN);
 	rc |= put16(b, v->durable_of);
 	return frame_done(b, s, rc);
+}
+
+/* ---- CHUNK frames built in place ---- */
+
+#define CHUNK_HDR (WIRE_HDR + HASH_LEN + 5) /* frame header, id, flags, raw_len */
+#define ZGATE_MAX_BACKOFF 6
+
+void wire_zstd_init(wire_zstd *z)
+{
+	memset(z, 0, sizeof *z);
+	z->cctx = ZSTD_createCCtx();
+	buf_init(&z->scratch, ZSTD_compressBound(CDC_MAX));
+}
+
+void wire_zstd_free(wire_zstd *z)
+{
+	ZSTD_freeCCtx(z->cctx);
+	buf_free(&z->scratch);
+}
+
+int wire_chunk_open(buf *b, const uint8_t id[HASH_LEN], uint32_t raw_len, uint8_t **payload, size_t *start)
+{
+	SS_ASSERT(raw_len <= CDC_MAX);
+	int rc = buf_reserve(b, CHUNK_HDR + raw_len);
+	if (rc)
+		return rc;
+	*start = b->len;
+	uint8_t *h = b->p + b->len;
+	le32(h, (uint32_t)(CHUNK_HDR - 4 + raw_len));
+	h[4] = MSG_CHUNK;
+	memcpy(h + WIRE_HDR, id, HASH_LEN);
+	h[WIRE_HDR + HASH_LEN] = 0;
+	le32(h + WIRE_HDR + HASH_LEN + 1, raw_len);
+	b->len += CHUNK_HDR + raw_len;
+	*payload = h + CHUNK_HDR;
+	return 0;
+}
+
+int wire_chunk_close(buf *b, size_t start, wire_zstd *z)
+{
+	uint8_t *h = b->p + start, *raw = h + CHUNK_HDR;
+	uint32_t raw_len = rd32(h + WIRE_HDR + HASH_LEN + 1);
+	if (!z || raw_len < 64)
+		return 0;
+	if (z->skip) {
+		z->skip--;
+		return 0;
+	}
+	if (buf_reserve(&z->scratch, ZSTD_compressBound(raw_len)))
+		return 0;
+	size_t n = ZSTD_compressCCtx(z->cctx, z->scratch.p, z->scratch.cap, raw, raw_len, 1);
+	if (ZSTD_isError(n) || n >= raw_len - raw_len / 8) {
+		z->backoff = MIN(z->backoff + 1, ZGATE_MAX_BACKOFF);
+		z->skip = (1u << z->backoff) - 1;
+		return 0;
+	}
+	z->backoff = 0;
+	memcpy(raw, z->scratch.p, n);
+	h[WIRE_HDR + HASH_LEN] = WIRE_CHUNK_ZSTD;
+	le32(h, (uint32_t)(CHUNK_HDR - 4 + n));
+	b->len = start + CHUNK_HDR + n;
+	return 0;
 }

@@ -34,6 +34,8 @@
 #define WIRE_MAX_FRAME (1u << 20)
 #define WIRE_MAX_OFFER 1024 /* ids in one OFFER or WANT */
 #define WIRE_TEXT_MAX 512
+/* Bytes of a CHUNK payload on the wire: raw ≤ CDC_MAX, zstd at most its bound. */
+#define WIRE_CHUNK_MAX (CDC_MAX + CDC_MAX / 128 + 4096)
 
 enum wire_type {
 	MSG_HELLO = 1,   /* magic[8], max_version u16, min_version u16, flags u32 */
@@ -118,6 +120,24 @@ int wire_rm(buf *b, const char *path, uint32_t flags);
 int wire_mv(buf *b, const char *from, const char *to);
 int wire_record(buf *b, uint8_t type, const record *r); /* META, ENTRY */
 int wire_server_info(buf *b, const wire_server *s);
+
+/*
+ * CHUNK frames built in place: wire_chunk_open reserves a frame for raw_len
+ * bytes and hands out where they go (read them straight there: no copy);
+ * wire_chunk_close seals it, zstd-compressing the bytes (level 1) when that
+ * saves at least 1/8.  The gate keeps incompressible data cheap: after a
+ * chunk that did not pay, the next 2^k chunks are not tried (k grows to 6,
+ * and resets on a chunk that pays), so random data costs ~1/64 of the tries.
+ */
+typedef struct wire_zstd {
+	struct ZSTD_CCtx_s *cctx;
+	buf scratch;
+	unsigned skip, backoff;
+} wire_zstd;
+void wire_zstd_init(wire_zstd *z);
+void wire_zstd_free(wire_zstd *z);
+int wire_chunk_open(buf *b, const uint8_t id[HASH_LEN], uint32_t raw_len, uint8_t **payload, size_t *start);
+int wire_chunk_close(buf *b, size_t start, wire_zstd *z);
 
 /* Negotiate: the version both speak, or SS_EPROTO. */
 int wire_negotiate(const msg *hello, uint16_t *version);

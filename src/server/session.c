@@ -19,12 +19,12 @@
  * (≤ SESSION_MAX_NODES × 5 KiB) and a zstd context.
  */
 #include "server.h"
+#include "verifier.h"
 
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <string.h>
-#include <zstd.h>
 
 #define SESSION_MAX_NODES 64 /* one client batch (WIRE.md) */
 
@@ -40,9 +40,7 @@ typedef struct session {
 	msgio io;
 	msg m;
 	buf chunk;      /* decompressed chunk / chunk read from the store */
-	buf zbuf;       /* compressed chunk for get */
-	ZSTD_DCtx *dctx;
-	ZSTD_CCtx *cctx;
+	wire_zstd z;    /* compression of chunks sent by get */
 	pending_node *nodes; /* nodes of the current put batch */
 	unsigned nnodes;
 } session;
@@ -107,45 +105,12 @@ static int put_node(session *s)
 	return wire_want(&s->io.out, bits, nd.count);
 }
 
-/* Decompress (if needed) and verify a CHUNK frame into s->chunk. */
-static int chunk_verified(session *s, const uint8_t **data, size_t *len)
-{
-	const uint8_t *p = s->m.chunk.data;
-	size_t n = s->m.chunk.len;
-	if (s->m.chunk.flags & WIRE_CHUNK_ZSTD) {
-		buf_reset(&s->chunk);
-		int rc = buf_reserve(&s->chunk, CDC_MAX);
-		if (rc)
-			return rc;
-		size_t r = ZSTD_decompressDCtx(s->dctx, s->chunk.p, CDC_MAX, p, n);
-		if (ZSTD_isError(r) || r != s->m.chunk.raw_len)
-			return ss_fail(SS_ECORRUPT, "chunk does not decompress to its stated length");
-		p = s->chunk.p;
-		n = r;
-	}
-	uint8_t id[HASH_LEN];
-	sha256(p, n, id);
-	if (memcmp(id, s->m.chunk.id, HASH_LEN)) {
-		char hex[HASH_HEX_LEN + 1];
-		hex_encode(s->m.chunk.id, HASH_LEN, hex);
-		return ss_fail(SS_ECORRUPT, "chunk %.16s does not match its hash", hex);
-	}
-	*data = p;
-	*len = n;
-	return 0;
-}
-
-static int put_chunk(session *s)
-{
-	const uint8_t *p = NULL;
-	size_t n = 0;
-	int rc = chunk_verified(s, &p, &n);
-	return rc ? rc : store_put_chunk(s->srv->st, s->m.chunk.id, p, n);
-}
-
 /* Store the batch's nodes, children first, each only if its subtree is whole. */
-static int put_sync(session *s)
+static int put_sync(session *s, verifier *v)
 {
+	int drc = verifier_drain(v);
+	if (drc)
+		return drc;
 	for (unsigned k = 0; k < s->nnodes; k++) {
 		pending_node *p = &s->nodes[k];
 		tree_node nd;
@@ -216,8 +181,11 @@ static int do_put(session *s)
 	rec->mtime_ns = s->m.put.mtime_ns;
 
 	uint64_t lease = store_lease_begin(s->srv->st);
+	verifier *v = verifier_start(s->srv->st);
 	s->nnodes = 0;
-	if ((rc = wire_ok(&s->io.out, 0)) || (rc = msgio_flush(&s->io)))
+	if (!v)
+		rc = ss_fail(SS_ENOMEM, "cannot start a verifier thread");
+	if (rc || (rc = wire_ok(&s->io.out, 0)) || (rc = msgio_flush(&s->io)))
 		goto end;
 	for (;;) {
 		if ((rc = msgio_recv(&s->io, &s->m)))
@@ -225,9 +193,12 @@ static int do_put(session *s)
 		switch (s->m.type) {
 		case MSG_OFFER: rc = put_offer(s); break;
 		case MSG_NODE: rc = put_node(s); break;
-		case MSG_CHUNK: rc = put_chunk(s); break;
-		case MSG_SYNC: rc = put_sync(s); break;
-		case MSG_COMMIT: rc = put_commit(s, rec); goto end;
+		case MSG_CHUNK: rc = verifier_submit(v, &s->m); break;
+		case MSG_SYNC: rc = put_sync(s, v); break;
+		case MSG_COMMIT:
+			if (!(rc = verifier_drain(v)))
+				rc = put_commit(s, rec);
+			goto end;
 		default: rc = ss_fail(SS_EPROTO, "unexpected message type %u during put", s->m.type);
 		}
 		if (rc)
@@ -238,6 +209,7 @@ static int do_put(session *s)
 	if (!fatal(rc) && s->m.type == MSG_CHUNK)
 		rc = drain_put(s, rc);
 end:
+	verifier_stop(v);
 	store_lease_end(s->srv->st, lease);
 out:
 	free(rec);
@@ -246,20 +218,17 @@ out:
 
 /* ---- get ---- */
 
-/* Send the chunk in s->chunk, compressed when that saves at least 1/8. */
+/* Send the chunk in s->chunk, compressed when that pays (wire_chunk_close). */
 static int send_chunk(session *s, const uint8_t id[HASH_LEN])
 {
-	size_t raw = s->chunk.len;
-	buf_reset(&s->zbuf);
-	int rc = buf_reserve(&s->zbuf, ZSTD_compressBound(raw));
+	uint8_t *payload;
+	size_t start;
+	int rc = wire_chunk_open(&s->io.out, id, (uint32_t)s->chunk.len, &payload, &start);
 	if (rc)
 		return rc;
-	size_t z = ZSTD_compressCCtx(s->cctx, s->zbuf.p, s->zbuf.cap, s->chunk.p, raw, 1);
-	if (!ZSTD_isError(z) && z < raw - raw / 8)
-		rc = wire_chunk(&s->io.out, id, WIRE_CHUNK_ZSTD, (uint32_t)raw, s->zbuf.p, z);
-	else
-		rc = wire_chunk(&s->io.out, id, 0, (uint32_t)raw, s->chunk.p, raw);
-	return rc ? rc : msgio_maybe_flush(&s->io);
+	memcpy(payload, s->chunk.p, s->chunk.len);
+	wire_chunk_close(&s->io.out, start, &s->z);
+	return msgio_maybe_flush(&s->io);
 }
 
 typedef struct walk_level {
@@ -539,9 +508,7 @@ void session_run(server *srv, conn *c)
 	s->c = c;
 	msgio_init(&s->io, c);
 	buf_init(&s->chunk, CDC_MAX + TREE_NODE_MAX);
-	buf_init(&s->zbuf, ZSTD_compressBound(CDC_MAX));
-	s->dctx = ZSTD_createDCtx();
-	s->cctx = ZSTD_createCCtx();
+	wire_zstd_init(&s->z);
 	s->nodes = xmalloc(sizeof(pending_node) * SESSION_MAX_NODES);
 	char hex[HASH_HEX_LEN + 1];
 	hex_encode(c->peer.id, HASH_LEN, hex);
@@ -603,11 +570,9 @@ void session_run(server *srv, conn *c)
 			break;
 	}
 out:
-	ZSTD_freeDCtx(s->dctx);
-	ZSTD_freeCCtx(s->cctx);
+	wire_zstd_free(&s->z);
 	free(s->nodes);
 	buf_free(&s->chunk);
-	buf_free(&s->zbuf);
 	msgio_free(&s->io);
 	free(s);
 }

@@ -915,7 +915,8 @@ static int db_node_has(store *st, const uint8_t id[HASH_LEN])
  * (say, uploaded earlier as a data chunk) gets a pending row pointing at the
  * existing record, so the mark is indexed by the next flush like any row.
  */
-static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len, bool node)
+static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len, bool node,
+		      bool check_index)
 {
 	if (len > SEG_CHUNK_MAX) {
 		char ab[SEG_ID_ABBREV];
@@ -934,7 +935,7 @@ static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, s
 	int rc = 0;
 	pend_ent e = {.node = node};
 	memcpy(e.id, id, HASH_LEN);
-	if (!present) {
+	if (!present && check_index) {
 		/* put_mu keeps the id out of the pending table meanwhile, and a
 		 * flush only moves rows from pending to the index. */
 		pthread_mutex_lock(&st->db_mu);
@@ -970,12 +971,17 @@ static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, s
 
 int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
 {
-	return put_record(st, id, data, len, false);
+	return put_record(st, id, data, len, false, true);
+}
+
+int store_put_absent_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
+{
+	return put_record(st, id, data, len, false, false);
 }
 
 int store_put_node(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len)
 {
-	return put_record(st, id, data, len, true);
+	return put_record(st, id, data, len, true, true);
 }
 
 int store_has_node(store *st, const uint8_t id[HASH_LEN])

@@ -53,6 +53,10 @@ const char *store_dir(const store *st);
 int store_has(store *st, const uint8_t id[HASH_LEN]);
 /* Append bytes whose SHA-256 the caller has verified equals id. Idempotent. */
 int store_put_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len);
+/* The same for a chunk the caller found absent moments ago (an upload asked
+ * for it): skips the index lookup, the hot path's second SQLite miss.  If
+ * another upload stored it meanwhile, this copy is garbage, never wrong. */
+int store_put_absent_chunk(store *st, const uint8_t id[HASH_LEN], const void *data, size_t len);
 /*
  * Tree nodes are chunks too, but "have" for a node must mean its whole
  * subtree is present.  store_put_node stores a node (like store_put_chunk)

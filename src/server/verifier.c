@@ -1,0 +1,158 @@
+/* verifier.c — a bounded ring of chunk jobs and the thread that stores them. */
+#include "verifier.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+typedef struct job {
+	uint8_t id[HASH_LEN];
+	uint8_t flags;
+	uint32_t raw_len, len;
+	uint8_t data[WIRE_CHUNK_MAX];
+} job;
+
+struct verifier {
+	store *st;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t can_put, can_take;
+	job *slots; /* VERIFIER_SLOTS */
+	unsigned head, count;
+	bool busy; /* the worker holds a job outside the ring */
+	bool stop;
+	int err;
+	char errmsg[WIRE_TEXT_MAX];
+	ZSTD_DCtx *dctx;
+	uint8_t *raw; /* decompression buffer */
+};
+
+/* Decompress if needed, verify the hash, store.  Runs on the worker. */
+static int verify_one(verifier *v, const job *j)
+{
+	const uint8_t *p = j->data;
+	size_t n = j->len;
+	if (j->flags & WIRE_CHUNK_ZSTD) {
+		size_t r = ZSTD_decompressDCtx(v->dctx, v->raw, CDC_MAX, p, n);
+		if (ZSTD_isError(r) || r != j->raw_len)
+			return ss_fail(SS_ECORRUPT, "chunk does not decompress to its stated length");
+		p = v->raw;
+		n = r;
+	}
+	uint8_t id[HASH_LEN];
+	sha256(p, n, id);
+	if (memcmp(id, j->id, HASH_LEN)) {
+		char hex[HASH_HEX_LEN + 1];
+		hex_encode(j->id, HASH_LEN, hex);
+		return ss_fail(SS_ECORRUPT, "chunk %.16s does not match its hash", hex);
+	}
+	return store_put_absent_chunk(v->st, j->id, p, n);
+}
+
+static void *worker(void *arg)
+{
+	verifier *v = arg;
+	pthread_mutex_lock(&v->mu);
+	for (;;) {
+		while (!v->count && !v->stop)
+			pthread_cond_wait(&v->can_take, &v->mu);
+		if (!v->count)
+			break;
+		job *j = &v->slots[v->head];
+		v->busy = true;
+		bool failed = v->err != 0;
+		pthread_mutex_unlock(&v->mu);
+		/* After a failure the rest is dropped: the put is lost anyway. */
+		int rc = failed ? 0 : verify_one(v, j);
+		pthread_mutex_lock(&v->mu);
+		if (rc && !v->err) {
+			v->err = rc;
+			snprintf(v->errmsg, sizeof v->errmsg, "%s", ss_errmsg(rc));
+		}
+		v->head = (v->head + 1) % VERIFIER_SLOTS;
+		v->count--;
+		v->busy = false;
+		pthread_cond_broadcast(&v->can_put);
+	}
+	pthread_mutex_unlock(&v->mu);
+	return NULL;
+}
+
+verifier *verifier_start(store *st)
+{
+	verifier *v = xcalloc(1, sizeof *v);
+	v->st = st;
+	pthread_mutex_init(&v->mu, NULL);
+	pthread_cond_init(&v->can_put, NULL);
+	pthread_cond_init(&v->can_take, NULL);
+	v->slots = xmalloc(sizeof(job) * VERIFIER_SLOTS);
+	v->dctx = ZSTD_createDCtx();
+	v->raw = xmalloc(CDC_MAX);
+	if (pthread_create(&v->thread, NULL, worker, v)) {
+		verifier_stop(v);
+		return NULL;
+	}
+	v->started = true;
+	return v;
+}
+
+/* The first failure, with its message set on this thread. */
+static int first_error(verifier *v)
+{
+	return v->err ? ss_fail(v->err, "%s", v->errmsg) : 0;
+}
+
+int verifier_submit(verifier *v, const msg *m)
+{
+	pthread_mutex_lock(&v->mu);
+	while (v->count == VERIFIER_SLOTS && !v->err)
+		pthread_cond_wait(&v->can_put, &v->mu);
+	int rc = first_error(v);
+	if (!rc) {
+		job *j = &v->slots[(v->head + v->count) % VERIFIER_SLOTS];
+		memcpy(j->id, m->chunk.id, HASH_LEN);
+		j->flags = m->chunk.flags;
+		j->raw_len = m->chunk.raw_len;
+		j->len = m->chunk.len;
+		/* Copying while holding the lock is fine: the worker never
+		 * touches a slot before count covers it. */
+		memcpy(j->data, m->chunk.data, m->chunk.len);
+		v->count++;
+		pthread_cond_signal(&v->can_take);
+	}
+	pthread_mutex_unlock(&v->mu);
+	return rc;
+}
+
+int verifier_drain(verifier *v)
+{
+	pthread_mutex_lock(&v->mu);
+	while (v->count)
+		pthread_cond_wait(&v->can_put, &v->mu);
+	int rc = first_error(v);
+	pthread_mutex_unlock(&v->mu);
+	return rc;
+}
+
+void verifier_stop(verifier *v)
+{
+	if (!v)
+		return;
+	if (v->started) {
+		pthread_mutex_lock(&v->mu);
+		v->stop = true;
+		pthread_cond_broadcast(&v->can_take);
+		pthread_mutex_unlock(&v->mu);
+		pthread_join(v->thread, NULL);
+	}
+	ZSTD_freeDCtx(v->dctx);
+	free(v->raw);
+	free(v->slots);
+	pthread_mutex_destroy(&v->mu);
+	pthread_cond_destroy(&v->can_put);
+	pthread_cond_destroy(&v->can_take);
+	free(v);
+}

@@ -1,0 +1,30 @@
+/*
+ * verifier — a put's second thread: it decompresses, hashes and stores the
+ * CHUNK payloads while the session thread goes on decrypting the next ones,
+ * so one upload keeps both cores busy (TLS on one, SHA-256 and the page
+ * cache copy on the other).
+ *
+ * Memory: VERIFIER_SLOTS preallocated chunk buffers (≤ 128 KiB each) and a
+ * zstd context.  submit() blocks while every slot is full; drain() waits
+ * until everything submitted is stored and returns the first failure, with
+ * its message set on the calling thread.
+ */
+#ifndef SS_VERIFIER_H
+#define SS_VERIFIER_H
+
+#include "../proto/wire.h"
+#include "../store/store.h"
+
+#define VERIFIER_SLOTS 8
+
+typedef struct verifier verifier;
+
+verifier *verifier_start(store *st);
+/* Queue one decoded CHUNK (its bytes are copied).  Returns the first error
+ * seen so far, if any, without queueing. */
+int verifier_submit(verifier *v, const msg *m);
+int verifier_drain(verifier *v);
+/* Drain, stop the thread and free everything. */
+void verifier_stop(verifier *v);
+
+#endif
