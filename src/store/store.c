@@ -260,6 +260,12 @@ struct store {
 	uint64_t done_seq; /* every put up to here is indexed or dropped */
 	uint64_t drop_seq; /* highest put dropped because its segment was lost */
 	bool flushing;
+	/* Background flusher: appends past the threshold wake it instead of
+	 * stalling an upload for the fsync; only past twice the threshold does
+	 * an appender flush itself (the bound on pending rows and bytes). */
+	pthread_t flusher;
+	bool flusher_started, flush_wanted, closing;
+	pthread_cond_t flusher_cv;
 	uint64_t node;
 	uint64_t lease_next;
 	uint64_t *leases;
@@ -533,8 +539,37 @@ static int db_put_version(store *st, const record *rec, uint64_t *seq)
 
 /* ---- open and close ---- */
 
+static void *flusher_main(void *arg)
+{
+	store *st = arg;
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (!st->flush_wanted && !st->closing)
+			pthread_cond_wait(&st->flusher_cv, &st->mu);
+		if (st->closing)
+			break;
+		st->flush_wanted = false;
+		pthread_mutex_unlock(&st->mu);
+		/* A failure stays visible: its rows stay pending (or are
+		 * dropped and counted), so the next explicit flush reports it. */
+		int rc = store_flush(st);
+		if (rc)
+			log_warn("background flush of %s: %s", st->dir, ss_errmsg(rc));
+		pthread_mutex_lock(&st->mu);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
 static void store_free(store *st)
 {
+	if (st->flusher_started) {
+		pthread_mutex_lock(&st->mu);
+		st->closing = true;
+		pthread_cond_signal(&st->flusher_cv);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->flusher, NULL);
+	}
 	for (int i = 0; i < Q_COUNT; i++)
 		sqlite3_finalize(st->q[i]);
 	if (st->db)
@@ -546,6 +581,7 @@ static void store_free(store *st)
 	pthread_mutex_destroy(&st->mu);
 	pthread_mutex_destroy(&st->db_mu);
 	pthread_cond_destroy(&st->flush_cv);
+	pthread_cond_destroy(&st->flusher_cv);
 	free(st->pend.v);
 	free(st->leases);
 	free(st);
@@ -845,6 +881,7 @@ int store_open(const char *dir, store **out)
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_mutex_init(&st->db_mu, NULL);
 	pthread_cond_init(&st->flush_cv, NULL);
+	pthread_cond_init(&st->flusher_cv, NULL);
 	int rc = 0;
 	char segdir[PATH_MAX];
 	size_t dlen = strlen(dir);
@@ -864,6 +901,12 @@ int store_open(const char *dir, store **out)
 	    (rc = store_segdir(st, segdir)) || (rc = store_db_open(st)) || (rc = seg_open(segdir, &st->segs)) ||
 	    (rc = store_recover(st)) || (rc = store_count_chunks(st)))
 		goto fail;
+	int err = pthread_create(&st->flusher, NULL, flusher_main, st);
+	if (err) {
+		rc = ss_fail(SS_ENOMEM, "cannot start the flusher thread: %s", strerror(err));
+		goto fail;
+	}
+	st->flusher_started = true;
 	*out = st;
 	return 0;
 fail:
@@ -878,7 +921,7 @@ void store_close(store *st)
 	int rc = store_flush(st);
 	if (rc)
 		log_err("closing data directory %s: %s", st->dir, ss_errmsg(rc));
-	store_free(st);
+	store_free(st); /* stops the flusher first */
 }
 
 /* ---- chunks ---- */
@@ -924,7 +967,7 @@ static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, s
 		return ss_fail(SS_ETOOBIG, "chunk %s is %zu bytes, more than the store's limit of %u", ab, len,
 			       SEG_CHUNK_MAX);
 	}
-	bool over = false;
+	int over = 0; /* 1: wake the flusher, 2: flush now */
 	pthread_mutex_lock(&st->put_mu);
 	pthread_mutex_lock(&st->mu);
 	pend_ent *pe = pend_find(&st->pend, id);
@@ -959,13 +1002,22 @@ static int put_record(store *st, const uint8_t id[HASH_LEN], const void *data, s
 			e.seq = ++st->put_seq;
 			pend_add(&st->pend, &e);
 			st->pend_bytes += len;
-			over = st->pend_bytes >= STORE_PENDING_BYTES || st->pend.n >= STORE_PENDING_ROWS;
+			if (st->pend_bytes >= 2 * STORE_PENDING_BYTES || st->pend.n >= 2 * STORE_PENDING_ROWS)
+				over = 2;
+			else if (st->pend_bytes >= STORE_PENDING_BYTES || st->pend.n >= STORE_PENDING_ROWS)
+				over = 1;
 			pthread_mutex_unlock(&st->mu);
 		}
 	}
 	pthread_mutex_unlock(&st->put_mu);
-	if (over)
+	if (over == 2)
 		rc = store_flush(st);
+	else if (over) {
+		pthread_mutex_lock(&st->mu);
+		st->flush_wanted = true;
+		pthread_cond_signal(&st->flusher_cv);
+		pthread_mutex_unlock(&st->mu);
+	}
 	return rc;
 }
 
@@ -995,6 +1047,25 @@ int store_has_node(store *st, const uint8_t id[HASH_LEN])
 	pthread_mutex_lock(&st->db_mu);
 	int rc = db_node_has(st, id);
 	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+/* Forget every completeness mark (pending and indexed).  Used whenever a
+ * chunk leaves the index: finding every node above it would need a reverse
+ * index, and marks are cheap to earn again (a client re-sends the node body,
+ * ~3% of the data, and the server re-checks its children). */
+static int nodes_reset(store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->pend.cap; i++)
+		st->pend.v[i].node = false;
+	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_lock(&st->db_mu);
+	int src = sqlite3_exec(st->db, "DELETE FROM nodes", NULL, NULL, NULL);
+	int rc = src == SQLITE_OK ? 0 : db_fail(st, src, "cannot reset tree node marks");
+	pthread_mutex_unlock(&st->db_mu);
+	if (!rc)
+		log_warn("a chunk left the index: tree node marks reset; uploads re-send node bodies once");
 	return rc;
 }
 
@@ -1043,7 +1114,7 @@ int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
  */
 int store_forget(store *st, const uint8_t id[HASH_LEN])
 {
-	int urc = store_unmark_node(st, id);
+	int urc = nodes_reset(st);
 	if (urc)
 		return urc;
 	pthread_mutex_lock(&st->mu);
@@ -1087,6 +1158,7 @@ static void store_drop_lost(store *st)
 int store_flush(store *st)
 {
 	int rc = 0;
+	bool reset = false;
 	pthread_mutex_lock(&st->mu);
 	uint64_t target = st->put_seq, start = st->done_seq;
 	while (st->done_seq < target) {
@@ -1130,6 +1202,7 @@ int store_flush(store *st)
 			}
 		} else if (lost) {
 			store_drop_lost(st);
+			reset = true;
 		}
 		free(rows);
 		st->flushing = false;
@@ -1141,6 +1214,9 @@ int store_flush(store *st)
 		rc = ss_fail(SS_EIO, "chunks stored in %s were lost when a segment could not be synced; "
 				     "send them again", st->dir);
 	pthread_mutex_unlock(&st->mu);
+	/* Nodes marked complete above a dropped chunk must not stay marked. */
+	if (reset)
+		nodes_reset(st);
 	return rc;
 }
 
@@ -1293,6 +1369,32 @@ out:
 	return rc;
 }
 
+/*
+ * Is the whole tree under root present?  A node marked complete answers for
+ * its subtree: marks are set only once every child is present (store.h), and
+ * everything that takes a chunk out of the index clears them all
+ * (nodes_reset).  So the usual commit costs one lookup and one node read;
+ * an unmarked root (after a reset) gets the full walk.
+ */
+static int tree_present(store *st, tree_walk *w, const uint8_t root[HASH_LEN], uint64_t *size)
+{
+	int rc = db_node_has(st, root);
+	if (rc <= 0)
+		return rc < 0 ? rc : tree_check(st, w, root, 0, size);
+	seg_loc loc;
+	if ((rc = db_chunk_loc(st, root, &loc)) != 1)
+		return rc < 0 ? rc : ss_fail(SS_ENOENT, "commit of %s refused: its root is not indexed", w->path);
+	buf b;
+	buf_init(&b, TREE_NODE_MAX);
+	tree_node nd;
+	if (!(rc = seg_read(st->segs, &loc, root, &b)) && (rc = tree_node_decode(b.p, b.len, &nd)))
+		rc = ss_fail(SS_ECORRUPT, "commit of %s refused: its root node is malformed", w->path);
+	if (!rc)
+		*size = tree_node_size(&nd);
+	buf_free(&b);
+	return rc;
+}
+
 int store_commit(store *st, record *rec)
 {
 	int rc = rec_check_path(rec->path, sizeof rec->path);
@@ -1317,7 +1419,7 @@ int store_commit(store *st, record *rec)
 		goto out;
 	if (!rec->deleted) {
 		uint64_t size = 0;
-		if ((rc = tree_check(st, &walk, rec->root, 0, &size)))
+		if ((rc = tree_present(st, &walk, rec->root, &size)))
 			goto out;
 		if (size != rec->size) {
 			rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu",
