@@ -64,6 +64,7 @@ typedef struct producer {
 	char err[256]; /* its message (error messages are per thread) */
 
 	batch *cur;
+	unsigned batch_limit; /* nodes in the next batch: 4, 8, … PUT_BATCH_NODES */
 	tree_builder *tb;
 	span pending[TREE_MAX_FANOUT]; /* chunks since the last level-1 node */
 	unsigned npending;
@@ -137,9 +138,12 @@ static int on_node(void *ctx, uint8_t level, const uint8_t *node, size_t len, co
 	it->len = (uint16_t)len;
 	it->size = size;
 	memcpy(it->bytes, node, len);
-	if (level == 1 && p->cur->n == PUT_BATCH_NODES) {
+	if (level == 1 && p->cur->n == p->batch_limit) {
 		batch *b = p->cur;
 		p->cur = NULL;
+		/* Small batches first, so bytes start flowing at once; then
+		 * full ones, so round trips stay rare. */
+		p->batch_limit = MIN(2 * p->batch_limit, PUT_BATCH_NODES);
 		return queue_push(p, b);
 	}
 	return 0;
@@ -327,6 +331,7 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 	p->fd = fd;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
+	p->batch_limit = 4;
 	p->tb = xmalloc(sizeof *p->tb);
 	tree_init(p->tb, on_node, p);
 	sender s = {.cl = cl, .fd = fd, .stats = stats};
