@@ -152,6 +152,14 @@ int server_main(const server_opts *o)
 	char crt[PATH_MAX], key[PATH_MAX], name[96];
 	int rc;
 
+	/* Blocked before any thread starts (the store's flusher, connection
+	 * threads): threads inherit the mask, so only the signalfd sees them. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
 	if (o->npeers > 0 || o->ntrackers > 0)
 		log_warn("--peer and --tracker are accepted but replication and tracker registration are not "
 			 "implemented yet: this server runs alone");
@@ -188,11 +196,6 @@ int server_main(const server_opts *o)
 	for (int i = 0; i < SERVER_MAX_CONNS; i++)
 		g.slots[i].fd = -1;
 
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0) {
 		fprintf(stderr, "syncstore server: cannot watch for signals: %s\n", strerror(errno));
