@@ -494,7 +494,8 @@ int cmd_put(const cli_opts *o, int argc, char **argv)
 		fmt_size(stats.file_bytes, size);
 		fmt_size(stats.sent, sent);
 		double pct = stats.file_bytes ? 100.0 * (double)stats.sent / (double)stats.file_bytes : 0;
-		printf("put %s: %llu file%s, %s, sent %s (%.1f%% of the data) in %.2f s\n", remote,
+		printf(pct < 1 ? "put %s: %llu file%s, %s, sent %s (%.3f%% of the data) in %.2f s\n"
+			       : "put %s: %llu file%s, %s, sent %s (%.1f%% of the data) in %.2f s\n", remote,
 		       (unsigned long long)stats.files, stats.files == 1 ? "" : "s", size, sent, pct, now_mono() - t0);
 	}
 	return 0;
