@@ -82,6 +82,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -201,6 +202,7 @@ enum {
 	Q_HISTORY,
 	Q_DIGEST,
 	Q_HEAD,
+	Q_SINCE,
 	Q_COUNT
 };
 
@@ -231,6 +233,7 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_HISTORY] = "SELECT " REC_COLS " FROM versions v WHERE v.path = ?1 AND v.seq < ?2 ORDER BY v.seq DESC",
 	[Q_DIGEST] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq ORDER BY c.path",
 	[Q_HEAD] = "SELECT max(seq) FROM versions",
+	[Q_SINCE] = "SELECT " REC_COLS " FROM versions v WHERE v.seq > ?1 ORDER BY v.seq",
 };
 
 static const char store_schema[] =
@@ -275,6 +278,7 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *q[Q_COUNT];
 	uint64_t nchunks, chunk_bytes; /* indexed chunks, under db_mu */
+	uint64_t index_id;             /* names this store's sequence space */
 	bool fresh_db;                 /* meta.db was created by this open */
 };
 
@@ -872,6 +876,41 @@ static int store_count_chunks(store *st)
 	return src == SQLITE_OK ? 0 : db_fail(st, src, "cannot count chunks");
 }
 
+/*
+ * The index id names this store's sequence space: peers keep cursors as
+ * (index id, seq), and a data directory that was wiped and started again
+ * gets a new id, so their cursors reset instead of skipping its new records.
+ */
+static int store_load_index_id(store *st)
+{
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "SELECT value FROM settings WHERE key = 'index_id'", -1, &s, NULL);
+	if (src == SQLITE_OK && (src = sqlite3_step(s)) == SQLITE_ROW) {
+		st->index_id = (uint64_t)sqlite3_column_int64(s, 0);
+		src = SQLITE_OK;
+	} else if (src == SQLITE_DONE) {
+		src = SQLITE_OK;
+	}
+	sqlite3_finalize(s);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot read the index id");
+	if (st->index_id)
+		return 0;
+	uint64_t id = 0;
+	while (!id)
+		if (RAND_bytes((unsigned char *)&id, sizeof id) != 1)
+			return ss_fail(SS_EIO, "cannot draw a random index id");
+	char sql[96];
+	snprintf(sql, sizeof sql, "INSERT INTO settings(key, value) VALUES ('index_id', %lld)", (long long)id);
+	src = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot store the index id");
+	st->index_id = id;
+	return 0;
+}
+
+uint64_t store_index_id(const store *st) { return st->index_id; }
+
 int store_open(const char *dir, store **out)
 {
 	*out = NULL;
@@ -899,7 +938,7 @@ int store_open(const char *dir, store **out)
 	}
 	if ((rc = store_mkdir(st)) || (rc = store_lock(st)) || (rc = store_format(st)) ||
 	    (rc = store_segdir(st, segdir)) || (rc = store_db_open(st)) || (rc = seg_open(segdir, &st->segs)) ||
-	    (rc = store_recover(st)) || (rc = store_count_chunks(st)))
+	    (rc = store_recover(st)) || (rc = store_count_chunks(st)) || (rc = store_load_index_id(st)))
 		goto fail;
 	int err = pthread_create(&st->flusher, NULL, flusher_main, st);
 	if (err) {
@@ -1598,6 +1637,85 @@ int store_list(store *st, const char *prefix, store_rec_fn fn, void *ctx)
 	}
 	free(last);
 	free(batch);
+	return rc;
+}
+
+int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void *ctx)
+{
+	record *batch = xmalloc(STORE_LIST_BATCH * sizeof *batch);
+	int rc = 0;
+	unsigned sent = 0;
+	bool done = false;
+	while (!done && !rc && sent < limit) {
+		unsigned n = 0;
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[Q_SINCE];
+		sqlite3_bind_int64(s, 1, (int64_t)after);
+		while (n < STORE_LIST_BATCH && sent + n < limit) {
+			int src = sqlite3_step(s);
+			if (src == SQLITE_DONE) {
+				done = true;
+				break;
+			}
+			if (src != SQLITE_ROW) {
+				rc = db_fail(st, src, "cannot read the change log");
+				break;
+			}
+			if ((rc = rec_from_row(st, s, &batch[n])))
+				break;
+			after = batch[n++].seq;
+		}
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		pthread_mutex_unlock(&st->db_mu);
+		for (unsigned i = 0; i < n && !rc; i++)
+			rc = fn(ctx, &batch[i]);
+		sent += n;
+	}
+	free(batch);
+	return rc;
+}
+
+int store_apply(store *st, record *recs, unsigned n)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < n && !rc; i++) {
+		rc = rec_check_path(recs[i].path, sizeof recs[i].path);
+		if (!rc && recs[i].vv.n == 0)
+			rc = ss_fail(SS_EINVAL, "record for %s has an empty version vector", recs[i].path);
+	}
+	if (rc || (rc = store_flush(st)))
+		return rc;
+	uint64_t *seqs = xcalloc(n, sizeof *seqs);
+	pthread_mutex_lock(&st->db_mu);
+	if ((rc = db_begin(st)))
+		goto out;
+	for (unsigned i = 0; i < n && !rc; i++) {
+		record *r = &recs[i];
+		if (r->deleted) {
+			memset(r->root, 0, HASH_LEN);
+		} else {
+			tree_walk walk = {.path = r->path};
+			uint64_t size = 0;
+			rc = tree_present(st, &walk, r->root, &size);
+			free(walk.seen.v);
+			if (!rc && size != r->size)
+				rc = ss_fail(SS_EINVAL, "record for %s names %llu bytes, its tree holds %llu", r->path,
+					     (unsigned long long)r->size, (unsigned long long)size);
+		}
+		if (!rc)
+			rc = db_put_version(st, r, &seqs[i]);
+	}
+	if (!rc)
+		rc = db_commit(st, "cannot apply records");
+out:
+	if (rc)
+		db_rollback(st);
+	else
+		for (unsigned i = 0; i < n; i++)
+			recs[i].seq = seqs[i];
+	pthread_mutex_unlock(&st->db_mu);
+	free(seqs);
 	return rc;
 }
 

@@ -133,6 +133,23 @@ int store_list(store *st, const char *prefix, store_rec_fn fn, void *ctx);
 /* Kept versions of one path, newest first. */
 int store_history(store *st, const char *path, store_rec_fn fn, void *ctx);
 
+/* ---- replication support ---- */
+
+/* A random id naming this store's sequence space (new for a new directory). */
+uint64_t store_index_id(const store *st);
+/* Versions with local sequence > after, in sequence order, at most limit:
+ * what a peer whose cursor is `after` has not seen yet. */
+int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void *ctx);
+/*
+ * Apply received records as they are — version vector, origin and times
+ * kept, nothing bumped — in one transaction: each becomes a new local
+ * version (its seq is set) and the current record of its path.  The caller
+ * has already decided, with core/resolve, that each should win (a conflict
+ * is two records: the winner at its path and the loser at its conflict
+ * path).  Refused unless each live record's whole tree is present.
+ */
+int store_apply(store *st, record *recs, unsigned n);
+
 typedef struct store_stats {
 	uint64_t head_seq;
 	uint64_t files;      /* live paths */
