@@ -29,7 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PUT_BATCH_NODES 64
+#define PUT_BATCH_NODES WIRE_BATCH_NODES
 #define PUT_QUEUE 3
 
 typedef struct span {

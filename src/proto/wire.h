@@ -33,6 +33,7 @@
 #define WIRE_HDR 5
 #define WIRE_MAX_FRAME (1u << 20)
 #define WIRE_MAX_OFFER 1024 /* ids in one OFFER or WANT */
+#define WIRE_BATCH_NODES 64 /* tree nodes a client may send before SYNC */
 #define WIRE_TEXT_MAX 512
 /* Bytes of a CHUNK payload on the wire: raw ≤ CDC_MAX, zstd at most its bound. */
 #define WIRE_CHUNK_MAX (CDC_MAX + CDC_MAX / 128 + 4096)

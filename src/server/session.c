@@ -26,7 +26,7 @@
 #include <sys/time.h>
 #include <string.h>
 
-#define SESSION_MAX_NODES 64 /* one client batch (WIRE.md) */
+#define SESSION_MAX_NODES WIRE_BATCH_NODES
 
 typedef struct pending_node {
 	uint8_t id[HASH_LEN];
