@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is already there.
 set -e
 PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libzstd-dev libevent-dev
-libcmocka-dev python3 python3-pytest clang libclang-rt-14-dev rsync"
+libcmocka-dev python3 python3-pytest clang libclang-rt-14-dev rsync openssl time"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

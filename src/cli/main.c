@@ -131,6 +131,10 @@ static int cmd_server(int argc, char **argv)
 			o.trackers[o.ntrackers++] = optarg;
 			break;
 		case 'w': o.write_quorum = optarg; break;
+		case 'h':
+			printf("usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
+			       "       [--write-quorum majority|all|N] [--tracker HOST:PORT]...\n");
+			return 0;
 		default: goto usage;
 		}
 	}
