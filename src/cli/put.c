@@ -189,36 +189,6 @@ typedef struct sender {
 
 static bool bit(const uint8_t *bits, unsigned i) { return bits[i / 8] >> (i % 8) & 1; }
 
-/* A set of chunk ids (open addressing; ids are uniform hashes already). */
-typedef struct idset {
-	uint8_t (*v)[HASH_LEN];
-	size_t cap, n;
-} idset;
-
-static const uint8_t zero_id[HASH_LEN];
-
-/* Add id; true if it was there already.  (The all-zero id is never a real
- * SHA-256 output here, so it marks empty slots.) */
-static bool idset_add(idset *set, const uint8_t id[HASH_LEN])
-{
-	if ((set->n + 1) * 2 > set->cap) {
-		idset old = *set;
-		set->cap = old.cap ? old.cap * 2 : 256;
-		set->v = xcalloc(set->cap, HASH_LEN);
-		set->n = 0;
-		for (size_t i = 0; i < old.cap; i++)
-			if (memcmp(old.v[i], zero_id, HASH_LEN))
-				idset_add(set, old.v[i]);
-		free(old.v);
-	}
-	size_t i = (size_t)rd64(id) & (set->cap - 1);
-	for (; memcmp(set->v[i], zero_id, HASH_LEN); i = (i + 1) & (set->cap - 1))
-		if (!memcmp(set->v[i], id, HASH_LEN))
-			return true;
-	memcpy(set->v[i], id, HASH_LEN);
-	set->n++;
-	return false;
-}
 
 static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
 {
@@ -309,7 +279,7 @@ static int send_round(sender *s, node_item *nodes, unsigned n)
 		}
 		k++;
 	}
-	free(sent.v);
+	idset_free(&sent);
 	free(child_want);
 	if (!rc && !(rc = wire_empty(&io->out, MSG_SYNC)))
 		rc = msgio_expect(io, MSG_OK, m);

@@ -43,6 +43,8 @@ typedef struct session {
 	wire_zstd z;    /* compression of chunks sent by get */
 	pending_node *nodes; /* nodes of the current put batch */
 	unsigned nnodes;
+	idset wanted;        /* data chunks this batch asked for */
+	verifier *v;         /* started by the session's first put */
 } session;
 
 /* Reply with an ERROR frame carrying the current message for rc. */
@@ -99,8 +101,11 @@ static int put_node(session *s)
 		int have = child_present(s, &nd, e.id);
 		if (have < 0)
 			return have;
-		if (!have)
+		if (!have) {
 			set_bit(bits, i);
+			if (nd.level == 1)
+				idset_add(&s->wanted, e.id);
+		}
 	}
 	return wire_want(&s->io.out, bits, nd.count);
 }
@@ -109,6 +114,7 @@ static int put_node(session *s)
 static int put_sync(session *s, verifier *v)
 {
 	int drc = verifier_drain(v);
+	idset_clear(&s->wanted);
 	if (drc)
 		return drc;
 	for (unsigned k = 0; k < s->nnodes; k++) {
@@ -181,8 +187,11 @@ static int do_put(session *s)
 	rec->mtime_ns = s->m.put.mtime_ns;
 
 	uint64_t lease = store_lease_begin(s->srv->st);
-	verifier *v = verifier_start(s->srv->st);
+	if (!s->v)
+		s->v = verifier_start(s->srv->st);
+	verifier *v = s->v;
 	s->nnodes = 0;
+	idset_clear(&s->wanted);
 	if (!v)
 		rc = ss_fail(SS_ENOMEM, "cannot start a verifier thread");
 	if (rc || (rc = wire_ok(&s->io.out, 0)) || (rc = msgio_flush(&s->io)))
@@ -193,7 +202,7 @@ static int do_put(session *s)
 		switch (s->m.type) {
 		case MSG_OFFER: rc = put_offer(s); break;
 		case MSG_NODE: rc = put_node(s); break;
-		case MSG_CHUNK: rc = verifier_submit(v, &s->m); break;
+		case MSG_CHUNK: rc = verifier_submit(v, &s->m, idset_has(&s->wanted, s->m.chunk.id)); break;
 		case MSG_SYNC: rc = put_sync(s, v); break;
 		case MSG_COMMIT:
 			if (!(rc = verifier_drain(v)))
@@ -209,7 +218,10 @@ static int do_put(session *s)
 	if (!fatal(rc) && s->m.type == MSG_CHUNK)
 		rc = drain_put(s, rc);
 end:
-	verifier_stop(v);
+	/* Everything queued is stored (or dropped after a failure) before
+	 * the lease that pins it ends. */
+	if (v)
+		verifier_reset(v);
 	store_lease_end(s->srv->st, lease);
 out:
 	free(rec);
@@ -572,6 +584,8 @@ void session_run(server *srv, conn *c)
 out:
 	wire_zstd_free(&s->z);
 	free(s->nodes);
+	verifier_stop(s->v);
+	idset_free(&s->wanted);
 	buf_free(&s->chunk);
 	msgio_free(&s->io);
 	free(s);

@@ -10,6 +10,7 @@
 typedef struct job {
 	uint8_t id[HASH_LEN];
 	uint8_t flags;
+	bool wanted;
 	uint32_t raw_len, len;
 	uint8_t data[WIRE_CHUNK_MAX];
 } job;
@@ -49,7 +50,7 @@ static int verify_one(verifier *v, const job *j)
 		hex_encode(j->id, HASH_LEN, hex);
 		return ss_fail(SS_ECORRUPT, "chunk %.16s does not match its hash", hex);
 	}
-	return store_put_absent_chunk(v->st, j->id, p, n);
+	return j->wanted ? store_put_absent_chunk(v->st, j->id, p, n) : store_put_chunk(v->st, j->id, p, n);
 }
 
 static void *worker(void *arg)
@@ -105,7 +106,7 @@ static int first_error(verifier *v)
 	return v->err ? ss_fail(v->err, "%s", v->errmsg) : 0;
 }
 
-int verifier_submit(verifier *v, const msg *m)
+int verifier_submit(verifier *v, const msg *m, bool wanted)
 {
 	pthread_mutex_lock(&v->mu);
 	while (v->count == VERIFIER_SLOTS && !v->err)
@@ -115,6 +116,7 @@ int verifier_submit(verifier *v, const msg *m)
 		job *j = &v->slots[(v->head + v->count) % VERIFIER_SLOTS];
 		memcpy(j->id, m->chunk.id, HASH_LEN);
 		j->flags = m->chunk.flags;
+		j->wanted = wanted;
 		j->raw_len = m->chunk.raw_len;
 		j->len = m->chunk.len;
 		/* Copying while holding the lock is fine: the worker never
@@ -135,6 +137,15 @@ int verifier_drain(verifier *v)
 	int rc = first_error(v);
 	pthread_mutex_unlock(&v->mu);
 	return rc;
+}
+
+void verifier_reset(verifier *v)
+{
+	pthread_mutex_lock(&v->mu);
+	while (v->count)
+		pthread_cond_wait(&v->can_put, &v->mu);
+	v->err = 0;
+	pthread_mutex_unlock(&v->mu);
 }
 
 void verifier_stop(verifier *v)

@@ -20,10 +20,14 @@
 typedef struct verifier verifier;
 
 verifier *verifier_start(store *st);
-/* Queue one decoded CHUNK (its bytes are copied).  Returns the first error
- * seen so far, if any, without queueing. */
-int verifier_submit(verifier *v, const msg *m);
+/* Queue one decoded CHUNK (its bytes are copied).  wanted: this upload asked
+ * for it moments ago, so the store may skip its index lookup; any other chunk
+ * gets the idempotent path.  Returns the first error seen so far, if any,
+ * without queueing. */
+int verifier_submit(verifier *v, const msg *m, bool wanted);
 int verifier_drain(verifier *v);
+/* Drain and forget any failure: the verifier serves the session's next put. */
+void verifier_reset(verifier *v);
 /* Drain, stop the thread and free everything. */
 void verifier_stop(verifier *v);
 

@@ -1092,7 +1092,10 @@ int store_has_node(store *st, const uint8_t id[HASH_LEN])
 /* Forget every completeness mark (pending and indexed).  Used whenever a
  * chunk leaves the index: finding every node above it would need a reverse
  * index, and marks are cheap to earn again (a client re-sends the node body,
- * ~3% of the data, and the server re-checks its children). */
+ * ~3% of the data, and the server re-checks its children).  Marks only decide
+ * what an upload is asked for; a mark that races with a reset and survives
+ * costs one refused commit (whose walk unmarks the node above the hole), never
+ * a record with a hole. */
 static int nodes_reset(store *st)
 {
 	pthread_mutex_lock(&st->mu);
@@ -1153,11 +1156,12 @@ int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
  */
 int store_forget(store *st, const uint8_t id[HASH_LEN])
 {
-	int urc = nodes_reset(st);
-	if (urc)
-		return urc;
 	pthread_mutex_lock(&st->mu);
-	pend_del(&st->pend, id);
+	pend_ent *e = pend_find(&st->pend, id);
+	if (e) {
+		st->pend_bytes -= e->loc.len;
+		pend_del(&st->pend, id);
+	}
 	pthread_mutex_unlock(&st->mu);
 	pthread_mutex_lock(&st->db_mu);
 	sqlite3_stmt *s;
@@ -1171,7 +1175,10 @@ int store_forget(store *st, const uint8_t id[HASH_LEN])
 		sqlite3_finalize(s);
 	}
 	pthread_mutex_unlock(&st->db_mu);
-	return rc;
+	/* After the chunk is gone, so a node checked meanwhile is cleared too
+	 * (marks are hints; commit's walk is what guarantees a whole tree). */
+	int urc = nodes_reset(st);
+	return rc ? rc : urc;
 }
 
 static void store_drop_lost(store *st)
@@ -1408,32 +1415,6 @@ out:
 	return rc;
 }
 
-/*
- * Is the whole tree under root present?  A node marked complete answers for
- * its subtree: marks are set only once every child is present (store.h), and
- * everything that takes a chunk out of the index clears them all
- * (nodes_reset).  So the usual commit costs one lookup and one node read;
- * an unmarked root (after a reset) gets the full walk.
- */
-static int tree_present(store *st, tree_walk *w, const uint8_t root[HASH_LEN], uint64_t *size)
-{
-	int rc = db_node_has(st, root);
-	if (rc <= 0)
-		return rc < 0 ? rc : tree_check(st, w, root, 0, size);
-	seg_loc loc;
-	if ((rc = db_chunk_loc(st, root, &loc)) != 1)
-		return rc < 0 ? rc : ss_fail(SS_ENOENT, "commit of %s refused: its root is not indexed", w->path);
-	buf b;
-	buf_init(&b, TREE_NODE_MAX);
-	tree_node nd;
-	if (!(rc = seg_read(st->segs, &loc, root, &b)) && (rc = tree_node_decode(b.p, b.len, &nd)))
-		rc = ss_fail(SS_ECORRUPT, "commit of %s refused: its root node is malformed", w->path);
-	if (!rc)
-		*size = tree_node_size(&nd);
-	buf_free(&b);
-	return rc;
-}
-
 int store_commit(store *st, record *rec)
 {
 	int rc = rec_check_path(rec->path, sizeof rec->path);
@@ -1458,7 +1439,7 @@ int store_commit(store *st, record *rec)
 		goto out;
 	if (!rec->deleted) {
 		uint64_t size = 0;
-		if ((rc = tree_present(st, &walk, rec->root, &size)))
+		if ((rc = tree_check(st, &walk, rec->root, 0, &size)))
 			goto out;
 		if (size != rec->size) {
 			rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu",
@@ -1697,7 +1678,7 @@ int store_apply(store *st, record *recs, unsigned n)
 		} else {
 			tree_walk walk = {.path = r->path};
 			uint64_t size = 0;
-			rc = tree_present(st, &walk, r->root, &size);
+			rc = tree_check(st, &walk, r->root, 0, &size);
 			free(walk.seen.v);
 			if (!rc && size != r->size)
 				rc = ss_fail(SS_EINVAL, "record for %s names %llu bytes, its tree holds %llu", r->path,

@@ -74,6 +74,18 @@ int buf_reserve(buf *b, size_t extra);
 int buf_append(buf *b, const void *p, size_t n);
 uint8_t *buf_detach(buf *b, size_t *len);
 
+/* ---- idset: a set of 32-byte ids (idset.c); zero-initialise, idset_free ---- */
+#define IDSET_KEY 32
+typedef struct idset {
+	uint8_t (*v)[IDSET_KEY];
+	size_t cap, n;
+} idset;
+/* Add id; true if it was there already. */
+bool idset_add(idset *set, const uint8_t id[IDSET_KEY]);
+bool idset_has(const idset *set, const uint8_t id[IDSET_KEY]);
+void idset_clear(idset *set); /* empty, keeping the memory */
+void idset_free(idset *set);
+
 /* ---- memory ---- */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
