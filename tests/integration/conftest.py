@@ -524,3 +524,29 @@ def wait_closed(sock, timeout=5, limit=4 * MiB):
         got += len(d)
         if got > limit:
             return False
+
+
+@pytest.fixture
+def tmpfs(tmp_path, procs):
+    """Mount a small tmpfs (tests run as root): tmpfs("48m") -> its path.
+    Unmounted at teardown, after the processes using it are killed."""
+    mounts = []
+
+    def mount(size):
+        mnt = tmp_path / f"tmpfs{len(mounts)}"
+        mnt.mkdir()
+        cp = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                            capture_output=True, text=True)
+        assert cp.returncode == 0, "cannot mount a tmpfs (these tests run as root):" + describe(cp)
+        mounts.append(mnt)
+        return mnt
+
+    yield mount
+    procs.kill_all()
+    for mnt in mounts:
+        for _ in range(50):
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

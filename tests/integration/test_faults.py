@@ -16,21 +16,9 @@ from conftest import (MiB, KiB, assert_fails, assert_same_file, client_cmd, desc
 # ---- (1) disk full -------------------------------------------------------
 
 @pytest.fixture
-def small_disk(tmp_path, procs):
-    """A 48 MiB tmpfs; unmounted at teardown (after its processes are killed)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    cp = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
-                        capture_output=True, text=True)
-    assert cp.returncode == 0, "cannot mount a tmpfs (the fault tests run as root):" + describe(cp)
-    yield mnt
-    procs.kill_all()
-    for _ in range(50):
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(tmpfs):
+    """A 48 MiB tmpfs."""
+    return tmpfs("48m")
 
 
 def test_disk_full(small_disk, make_server, tmp_path):

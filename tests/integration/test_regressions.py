@@ -240,21 +240,9 @@ def test_put_refused_at_sync_gets_error_promptly(server, ca, tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path, procs):
-    """A small tmpfs (root only); unmounted at teardown after its processes die."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    cp = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                        capture_output=True, text=True)
-    assert cp.returncode == 0, "cannot mount a tmpfs (these tests run as root):" + describe(cp)
-    yield mnt
-    procs.kill_all()
-    for _ in range(50):
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def full_disk(tmpfs):
+    """An 8 MiB tmpfs."""
+    return tmpfs("8m")
 
 
 def fill(dirpath):
