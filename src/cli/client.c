@@ -99,6 +99,33 @@ static void fmt_time(int64_t ns, char *out, size_t n, bool precise)
 		snprintf(out + k, n - k, ".%09lld", (long long)(ns % 1000000000));
 }
 
+/* A JSON string: quotes, backslashes and control bytes escaped; other
+ * bytes (UTF-8 names) pass through. */
+static void json_str(const char *p)
+{
+	putchar('"');
+	for (; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void json_entry(const record *r)
+{
+	char hex[HASH_HEX_LEN + 1];
+	hex_encode(r->root, HASH_LEN, hex);
+	printf("{\"path\":");
+	json_str(r->path);
+	printf(",\"size\":%llu,\"mode\":\"%04o\",\"mtime_ns\":%lld,\"version\":%llu,\"content_id\":\"%s\"}",
+	       (unsigned long long)r->size, r->mode, (long long)r->mtime_ns, (unsigned long long)r->seq, hex);
+}
+
 static int print_entry(const record *r)
 {
 	char mode[11], size[16], when[40];
@@ -111,11 +138,17 @@ static int print_entry(const record *r)
 
 int cmd_ls(const cli_opts *o, int argc, char **argv)
 {
+	bool json = argc > 1 && !strcmp(argv[1], "--json");
+	if (json) {
+		argc--;
+		argv++;
+	}
 	if (argc > 2) {
-		fprintf(stderr, "usage: syncstore ls [PREFIX]\n");
+		fprintf(stderr, "usage: syncstore ls [--json] [PREFIX]\n");
 		return EXIT_USAGE;
 	}
 	const char *prefix = argc == 2 ? argv[1] : "";
+	unsigned n = 0;
 	client cl;
 	int rc = client_connect(o, &cl);
 	if (rc)
@@ -132,9 +165,17 @@ int cmd_ls(const cli_opts *o, int argc, char **argv)
 				rc = ss_fail(SS_EPROTO, "unexpected reply %u to ls", cl.m->type);
 				break;
 			}
-			print_entry(&cl.m->rec);
+			if (json) {
+				fputs(n ? ",\n " : "[", stdout);
+				json_entry(&cl.m->rec);
+			} else {
+				print_entry(&cl.m->rec);
+			}
+			n++;
 		}
 	}
+	if (json && !rc)
+		puts(n ? "]" : "[]");
 	client_close(&cl);
 	return rc ? cli_fail("ls", rc) : 0;
 }

@@ -29,7 +29,7 @@ static const char usage_text[] =
 	"files:\n"
 	"  put LOCAL_FILE_OR_DIR REMOTE_PATH         upload (an update sends only what changed)\n"
 	"  get [--version V] REMOTE_PATH LOCAL_FILE  download, verified, written atomically\n"
-	"  ls [PREFIX]                               list files\n"
+	"  ls [--json] [PREFIX]                      list files\n"
 	"  rm [-r] REMOTE_PATH                       delete a file (or everything under a prefix)\n"
 	"  mv REMOTE_PATH NEW_REMOTE_PATH            rename\n"
 	"  stat REMOTE_PATH                          size, mode, mtime, version, content id\n"

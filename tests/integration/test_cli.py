@@ -122,3 +122,17 @@ def test_put_prints_a_summary(server, tmp_path):
     src = make_file(tmp_path / "f.bin", 100000, seed=2)
     cp = server.put(src, "f.bin")
     assert cp.stdout.strip(), "put printed no summary on stdout" + describe(cp)
+
+
+def test_ls_json_lists_every_file_with_escaped_names(server, tmp_path):
+    import json
+    src = make_file(tmp_path / "f.bin", 1000, seed=5)
+    names = ["a/b.bin", 'we"ird\\name', "tab\there"]
+    for n in names:
+        server.put(src, n)
+    cp = server.cli("ls", "--json")
+    listed = json.loads(cp.stdout)
+    assert sorted(e["path"] for e in listed) == sorted(names), cp.stdout
+    assert all(e["size"] == 1000 and len(e["content_id"]) == 64 for e in listed), cp.stdout
+    empty = server.cli("ls", "--json", "nothing/here")
+    assert json.loads(empty.stdout) == [], empty.stdout
