@@ -1621,6 +1621,32 @@ int store_list(store *st, const char *prefix, store_rec_fn fn, void *ctx)
 	return rc;
 }
 
+/* Step a bound query of REC_COLS rows into out[0..max), then reset it: the
+ * batch walks of history and the change log.  *done when the query ran out. */
+static int db_step_records(store *st, sqlite3_stmt *s, record *out, unsigned max, unsigned *n, bool *done,
+			   const char *what)
+{
+	int rc = 0;
+	*n = 0;
+	while (*n < max) {
+		int src = sqlite3_step(s);
+		if (src == SQLITE_DONE) {
+			*done = true;
+			break;
+		}
+		if (src != SQLITE_ROW) {
+			rc = db_fail(st, src, what);
+			break;
+		}
+		if ((rc = rec_from_row(st, s, &out[*n])))
+			break;
+		(*n)++;
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
 int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void *ctx)
 {
 	record *batch = xmalloc(STORE_LIST_BATCH * sizeof *batch);
@@ -1632,22 +1658,10 @@ int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void
 		pthread_mutex_lock(&st->db_mu);
 		sqlite3_stmt *s = st->q[Q_SINCE];
 		sqlite3_bind_int64(s, 1, (int64_t)after);
-		while (n < STORE_LIST_BATCH && sent + n < limit) {
-			int src = sqlite3_step(s);
-			if (src == SQLITE_DONE) {
-				done = true;
-				break;
-			}
-			if (src != SQLITE_ROW) {
-				rc = db_fail(st, src, "cannot read the change log");
-				break;
-			}
-			if ((rc = rec_from_row(st, s, &batch[n])))
-				break;
-			after = batch[n++].seq;
-		}
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
+		rc = db_step_records(st, s, batch, MIN(STORE_LIST_BATCH, limit - sent), &n, &done,
+				     "cannot read the change log");
+		if (n)
+			after = batch[n - 1].seq;
 		pthread_mutex_unlock(&st->db_mu);
 		for (unsigned i = 0; i < n && !rc; i++)
 			rc = fn(ctx, &batch[i]);
@@ -1712,22 +1726,9 @@ int store_history(store *st, const char *path, store_rec_fn fn, void *ctx)
 		sqlite3_stmt *s = st->q[Q_HISTORY];
 		sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 2, before);
-		while (n < STORE_LIST_BATCH) {
-			int src = sqlite3_step(s);
-			if (src == SQLITE_DONE) {
-				done = true;
-				break;
-			}
-			if (src != SQLITE_ROW) {
-				rc = db_fail(st, src, "cannot read the history");
-				break;
-			}
-			if ((rc = rec_from_row(st, s, &batch[n])))
-				break;
-			before = (int64_t)batch[n++].seq;
-		}
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
+		rc = db_step_records(st, s, batch, STORE_LIST_BATCH, &n, &done, "cannot read the history");
+		if (n)
+			before = (int64_t)batch[n - 1].seq;
 		pthread_mutex_unlock(&st->db_mu);
 		for (unsigned i = 0; i < n && !rc; i++)
 			rc = fn(ctx, &batch[i]);
