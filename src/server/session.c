@@ -6,25 +6,28 @@
  *                              NODE… → WANT(children) each
  *                              CHUNK… SYNC → OK
  *   and finally COMMIT(root, size) → OK(seq) once durable.
- * The server keeps a received node in memory until SYNC and stores it only
- * when all its children are present, so a stored node always has a complete
- * subtree: "have" for a node is simply "the node is in the store".  Every
- * chunk is verified against its id before it is stored.
+ * The server keeps a received node in memory until SYNC and then stores it
+ * marked complete (store_put_node), but only once all its children are
+ * present; "have" for a node is that mark, never mere bytes.  CHUNK frames go
+ * to the session's verifier thread, which checks each against its id before
+ * storing it; SYNC and COMMIT wait for it.  COMMIT's store_commit re-checks
+ * the whole tree in the transaction that writes the record.
  *
  * Get: GET → META(record), then the tree in depth-first pre-order as NODE
  * and CHUNK frames, then END.  Every chunk is verified when read from disk;
  * a corrupt one ends the stream with an ERROR naming it.
  *
  * Memory per session: one frame (≤ 1 MiB), one chunk, the nodes of one batch
- * (≤ SESSION_MAX_NODES × 5 KiB) and a zstd context.
+ * (≤ SESSION_MAX_NODES × 5 KiB), a zstd context, and once it uploads, the
+ * verifier's VERIFIER_SLOTS chunk buffers (~1 MiB) and the batch's wanted ids.
  */
 #include "server.h"
 #include "verifier.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <string.h>
 
 #define SESSION_MAX_NODES WIRE_BATCH_NODES
 
