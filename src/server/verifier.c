@@ -23,7 +23,6 @@ struct verifier {
 	pthread_cond_t can_put, can_take;
 	job *slots; /* VERIFIER_SLOTS */
 	unsigned head, count;
-	bool busy; /* the worker holds a job outside the ring */
 	bool stop;
 	int err;
 	char errmsg[WIRE_TEXT_MAX];
@@ -63,7 +62,6 @@ static void *worker(void *arg)
 		if (!v->count)
 			break;
 		job *j = &v->slots[v->head];
-		v->busy = true;
 		bool failed = v->err != 0;
 		pthread_mutex_unlock(&v->mu);
 		/* After a failure the rest is dropped: the put is lost anyway. */
@@ -75,7 +73,6 @@ static void *worker(void *arg)
 		}
 		v->head = (v->head + 1) % VERIFIER_SLOTS;
 		v->count--;
-		v->busy = false;
 		pthread_cond_broadcast(&v->can_put);
 	}
 	pthread_mutex_unlock(&v->mu);
@@ -112,41 +109,41 @@ int verifier_submit(verifier *v, const msg *m, bool wanted)
 	while (v->count == VERIFIER_SLOTS && !v->err)
 		pthread_cond_wait(&v->can_put, &v->mu);
 	int rc = first_error(v);
-	if (!rc) {
-		job *j = &v->slots[(v->head + v->count) % VERIFIER_SLOTS];
-		memcpy(j->id, m->chunk.id, HASH_LEN);
-		j->flags = m->chunk.flags;
-		j->wanted = wanted;
-		j->raw_len = m->chunk.raw_len;
-		j->len = m->chunk.len;
-		/* Copying while holding the lock is fine: the worker never
-		 * touches a slot before count covers it. */
-		memcpy(j->data, m->chunk.data, m->chunk.len);
-		v->count++;
-		pthread_cond_signal(&v->can_take);
-	}
+	job *j = &v->slots[(v->head + v->count) % VERIFIER_SLOTS];
 	pthread_mutex_unlock(&v->mu);
-	return rc;
+	if (rc)
+		return rc;
+	/* Filled outside the lock: the worker never looks past head + count,
+	 * and the session thread is the only submitter. */
+	memcpy(j->id, m->chunk.id, HASH_LEN);
+	j->flags = m->chunk.flags;
+	j->wanted = wanted;
+	j->raw_len = m->chunk.raw_len;
+	j->len = m->chunk.len;
+	memcpy(j->data, m->chunk.data, m->chunk.len);
+	pthread_mutex_lock(&v->mu);
+	v->count++;
+	pthread_cond_signal(&v->can_take);
+	pthread_mutex_unlock(&v->mu);
+	return 0;
 }
 
-int verifier_drain(verifier *v)
+/* Wait until every queued chunk is stored (or dropped after a failure). */
+static int drain(verifier *v, bool forget_failure)
 {
 	pthread_mutex_lock(&v->mu);
 	while (v->count)
 		pthread_cond_wait(&v->can_put, &v->mu);
 	int rc = first_error(v);
+	if (forget_failure)
+		v->err = 0;
 	pthread_mutex_unlock(&v->mu);
 	return rc;
 }
 
-void verifier_reset(verifier *v)
-{
-	pthread_mutex_lock(&v->mu);
-	while (v->count)
-		pthread_cond_wait(&v->can_put, &v->mu);
-	v->err = 0;
-	pthread_mutex_unlock(&v->mu);
-}
+int verifier_drain(verifier *v) { return drain(v, false); }
+
+void verifier_reset(verifier *v) { drain(v, true); }
 
 void verifier_stop(verifier *v)
 {
