@@ -279,6 +279,7 @@ struct store {
 	sqlite3_stmt *q[Q_COUNT];
 	uint64_t nchunks, chunk_bytes; /* indexed chunks, under db_mu */
 	uint64_t index_id;             /* names this store's sequence space */
+	uint64_t gone_gen;             /* bumped (under mu) before a chunk leaves the index */
 	bool fresh_db;                 /* meta.db was created by this open */
 };
 
@@ -1157,6 +1158,7 @@ int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
 int store_forget(store *st, const uint8_t id[HASH_LEN])
 {
 	pthread_mutex_lock(&st->mu);
+	st->gone_gen++; /* before the row goes: see store_commit */
 	pend_ent *e = pend_find(&st->pend, id);
 	if (e) {
 		st->pend_bytes -= e->loc.len;
@@ -1345,7 +1347,18 @@ typedef struct tree_walk {
 	pend_table seen; /* verified nodes; loc.off holds the subtree size */
 	bool broken;     /* `broken_id` names a node with a missing child */
 	uint8_t broken_id[HASH_LEN];
+	bool locked;     /* the caller holds db_mu; else take it per lookup */
 } tree_walk;
+
+static int walk_loc(store *st, const tree_walk *w, const uint8_t id[HASH_LEN], seg_loc *loc)
+{
+	if (w->locked)
+		return db_chunk_loc(st, id, loc);
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_chunk_loc(st, id, loc);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
 
 static int tree_check(store *st, tree_walk *w, const uint8_t id[HASH_LEN], unsigned level, uint64_t *size)
 {
@@ -1356,7 +1369,7 @@ static int tree_check(store *st, tree_walk *w, const uint8_t id[HASH_LEN], unsig
 		return 0;
 	}
 	seg_loc loc;
-	int rc = db_chunk_loc(st, id, &loc);
+	int rc = walk_loc(st, w, id, &loc);
 	if (rc < 0)
 		return rc;
 	seg_id_abbrev(id, ab);
@@ -1383,7 +1396,7 @@ static int tree_check(store *st, tree_walk *w, const uint8_t id[HASH_LEN], unsig
 			rc = tree_check(st, w, e.id, nd.level - 1u, &sub);
 		} else {
 			seg_loc cl;
-			rc = db_chunk_loc(st, e.id, &cl);
+			rc = walk_loc(st, w, e.id, &cl);
 			seg_id_abbrev(e.id, ab);
 			if (rc == 0)
 				rc = ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", w->path, ab);
@@ -1434,18 +1447,37 @@ int store_commit(store *st, record *rec)
 	vvec vv = {0};
 	uint64_t seq = 0;
 	tree_walk walk = {.path = rec->path};
+	/*
+	 * Walk the tree first without holding the database (a large file's
+	 * walk would stall every other session), then check in the
+	 * transaction that no chunk left the index meanwhile: store_forget
+	 * bumps gone_gen before deleting, so an unchanged generation means
+	 * everything the walk saw is still there.  Otherwise walk again,
+	 * inside.
+	 */
+	pthread_mutex_lock(&st->mu);
+	uint64_t gen = st->gone_gen;
+	pthread_mutex_unlock(&st->mu);
+	uint64_t size = 0;
+	if (!rec->deleted && (rc = tree_check(st, &walk, rec->root, 0, &size)))
+		goto walked;
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
-	if (!rec->deleted) {
-		uint64_t size = 0;
+	pthread_mutex_lock(&st->mu);
+	bool changed = st->gone_gen != gen;
+	pthread_mutex_unlock(&st->mu);
+	if (!rec->deleted && changed) {
+		free(walk.seen.v);
+		walk.seen = (pend_table){0};
+		walk.locked = true;
 		if ((rc = tree_check(st, &walk, rec->root, 0, &size)))
 			goto out;
-		if (size != rec->size) {
-			rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu",
-				     rec->path, (unsigned long long)size, (unsigned long long)rec->size);
-			goto out;
-		}
+	}
+	if (!rec->deleted && size != rec->size) {
+		rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu", rec->path,
+			     (unsigned long long)size, (unsigned long long)rec->size);
+		goto out;
 	}
 	rc = db_current(st, rec->path, cur);
 	if (rc < 0)
@@ -1471,6 +1503,7 @@ out:
 	if (rc)
 		db_rollback(st);
 	pthread_mutex_unlock(&st->db_mu);
+walked:
 	free(walk.seen.v);
 	free(cur);
 	if (walk.broken) {
@@ -1690,7 +1723,7 @@ int store_apply(store *st, record *recs, unsigned n)
 		if (r->deleted) {
 			memset(r->root, 0, HASH_LEN);
 		} else {
-			tree_walk walk = {.path = r->path};
+			tree_walk walk = {.path = r->path, .locked = true};
 			uint64_t size = 0;
 			rc = tree_check(st, &walk, r->root, 0, &size);
 			free(walk.seen.v);
