@@ -220,6 +220,67 @@ out:
 	return rc;
 }
 
+#define GET_DIR_MAX_FILES 1000000
+
+/*
+ * REMOTE_PATH names no file but has files under it: fetch each into the
+ * local directory, like `put DIR` in reverse.  The listing is read whole
+ * before the first download (one connection answers one request at a time),
+ * so it is capped.  Every name comes from the server and is checked again
+ * here, so a hostile server cannot write outside LOCAL.
+ */
+static int get_dir(const cli_opts *o, client *cl, const char *remote, const char *local, unsigned *nfiles)
+{
+	char prefix[SS_PATH_MAX + 2];
+	snprintf(prefix, sizeof prefix, "%s/", remote);
+	size_t plen = strlen(prefix), n = 0, cap = 0;
+	char **paths = NULL;
+	int rc = wire_path(&cl->io.out, MSG_LIST, prefix);
+	while (!rc && !(rc = msgio_recv(&cl->io, cl->m)) && cl->m->type == MSG_ENTRY) {
+		const char *p = cl->m->rec.path;
+		if (strncmp(p, prefix, plen) || path_check(p + plen, strlen(p + plen))) {
+			rc = ss_fail(SS_EPROTO, "server listed an unexpected path: %s", p);
+			break;
+		}
+		if (n == GET_DIR_MAX_FILES) {
+			rc = ss_fail(SS_ETOOBIG, "more than %d files under %s: get them by smaller prefixes",
+				     GET_DIR_MAX_FILES, remote);
+			break;
+		}
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			paths = xrealloc(paths, cap * sizeof *paths);
+		}
+		paths[n++] = xstrdup(p + plen);
+	}
+	if (!rc && cl->m->type == MSG_ERROR)
+		rc = ss_fail(SS_EREMOTE, "%s", cl->m->error.text);
+	else if (!rc && cl->m->type != MSG_END)
+		rc = ss_fail(SS_EPROTO, "unexpected reply %u to a listing", cl->m->type);
+	if (!rc && n == 0)
+		rc = ss_fail(SS_ENOENT, "no such file or directory: %s", remote);
+	for (size_t i = 0; i < n && !rc; i++) {
+		char lpath[PATH_MAX], rpath[SS_PATH_MAX + 1], dir[PATH_MAX];
+		if ((rc = path_join(lpath, sizeof lpath, local, paths[i])) ||
+		    (rc = path_join(rpath, sizeof rpath, remote, paths[i])))
+			break;
+		snprintf(dir, sizeof dir, "%s", lpath);
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = 0;
+			if ((rc = mkdir_p(dir, 0755)))
+				break;
+		}
+		if ((rc = get_file(o, cl, rpath, 0, lpath)))
+			break;
+		(*nfiles)++;
+	}
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return rc;
+}
+
 int cmd_get(const cli_opts *o, int argc, char **argv)
 {
 	uint64_t version = 0;
@@ -253,6 +314,16 @@ int cmd_get(const cli_opts *o, int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_signal);
 	rc = get_file(o, &cl, remote, version, local);
+	unsigned nfiles = 0;
+	if (rc == SS_ENOENT && !version) {
+		char first[WIRE_TEXT_MAX];
+		snprintf(first, sizeof first, "%s", ss_errmsg(rc));
+		rc = get_dir(o, &cl, remote, local, &nfiles);
+		if (rc == SS_ENOENT && !nfiles)
+			rc = ss_fail(SS_ENOENT, "%s", first);
+		if (!rc)
+			printf("got %s: %u file%s into %s\n", remote, nfiles, nfiles == 1 ? "" : "s", local);
+	}
 	client_close(&cl);
 	return rc ? cli_fail("get", rc) : 0;
 }

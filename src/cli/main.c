@@ -29,6 +29,7 @@ static const char usage_text[] =
 	"files:\n"
 	"  put LOCAL_FILE_OR_DIR REMOTE_PATH         upload (an update sends only what changed)\n"
 	"  get [--version V] REMOTE_PATH LOCAL_FILE  download, verified, written atomically\n"
+	"                                            (a directory put earlier: every file under it)\n"
 	"  ls [--json] [PREFIX]                      list files\n"
 	"  rm [-r] REMOTE_PATH                       delete a file (or everything under a prefix)\n"
 	"  mv REMOTE_PATH NEW_REMOTE_PATH            rename\n"

@@ -271,3 +271,24 @@ def test_put_local_missing_fails(server, tmp_path):
     cp = server.put(tmp_path / "does-not-exist", "x", check=False)
     assert_fails(cp, 1)
     assert server.ls() == []
+
+
+def test_get_of_a_directory_prefix_fetches_the_tree(server, tmp_path):
+    """`get PREFIX LOCAL` where PREFIX is a directory put earlier mirrors it."""
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    files = {
+        "top.bin": make_file(src / "top.bin", 100_000, seed=41),
+        "sub/mid.bin": make_file(src / "sub" / "mid.bin", 1, seed=42),
+        "sub/deeper/low.bin": make_file(src / "sub" / "deeper" / "low.bin", 300_000, seed=43),
+    }
+    os.chmod(src / "sub" / "mid.bin", 0o600)
+    server.put(src, "tree")
+    out = tmp_path / "out"
+    cp = server.cli("get", "tree", str(out))
+    assert "3 files" in cp.stdout, cp.stdout
+    for rel, original in files.items():
+        assert_same_file(out / rel, original)
+    assert (os.stat(out / "sub" / "mid.bin").st_mode & 0o777) == 0o600
+    # A prefix with nothing under it is still a clear "no such file".
+    assert_fails(server.cli("get", "tre", str(tmp_path / "x"), check=False), 1, words=("no such file",))
