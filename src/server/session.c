@@ -205,7 +205,9 @@ static int do_put(session *s)
 		switch (s->m.type) {
 		case MSG_OFFER: rc = put_offer(s); break;
 		case MSG_NODE: rc = put_node(s); break;
-		case MSG_CHUNK: rc = verifier_submit(v, &s->m, idset_has(&s->wanted, s->m.chunk.id)); break;
+		case MSG_CHUNK:
+			rc = verifier_submit(v, &s->m, &s->io.in, idset_has(&s->wanted, s->m.chunk.id));
+			break;
 		case MSG_SYNC: rc = put_sync(s, v); break;
 		case MSG_COMMIT:
 			if (!(rc = verifier_drain(v)))

@@ -12,7 +12,8 @@ typedef struct job {
 	uint8_t flags;
 	bool wanted;
 	uint32_t raw_len, len;
-	uint8_t data[WIRE_CHUNK_MAX];
+	buf frame;  /* the received frame's payload, taken over from msgio */
+	size_t off; /* where the chunk bytes start in it */
 } job;
 
 struct verifier {
@@ -33,7 +34,7 @@ struct verifier {
 /* Decompress if needed, verify the hash, store.  Runs on the worker. */
 static int verify_one(verifier *v, const job *j)
 {
-	const uint8_t *p = j->data;
+	const uint8_t *p = j->frame.p + j->off;
 	size_t n = j->len;
 	if (j->flags & WIRE_CHUNK_ZSTD) {
 		size_t r = ZSTD_decompressDCtx(v->dctx, v->raw, CDC_MAX, p, n);
@@ -87,6 +88,8 @@ verifier *verifier_start(store *st)
 	pthread_cond_init(&v->can_put, NULL);
 	pthread_cond_init(&v->can_take, NULL);
 	v->slots = xmalloc(sizeof(job) * VERIFIER_SLOTS);
+	for (unsigned i = 0; i < VERIFIER_SLOTS; i++)
+		buf_init(&v->slots[i].frame, WIRE_MAX_FRAME);
 	v->dctx = ZSTD_createDCtx();
 	v->raw = xmalloc(CDC_MAX);
 	if (pthread_create(&v->thread, NULL, worker, v)) {
@@ -103,7 +106,7 @@ static int first_error(verifier *v)
 	return v->err ? ss_fail(v->err, "%s", v->errmsg) : 0;
 }
 
-int verifier_submit(verifier *v, const msg *m, bool wanted)
+int verifier_submit(verifier *v, const msg *m, buf *frame, bool wanted)
 {
 	pthread_mutex_lock(&v->mu);
 	while (v->count == VERIFIER_SLOTS && !v->err)
@@ -120,7 +123,13 @@ int verifier_submit(verifier *v, const msg *m, bool wanted)
 	j->wanted = wanted;
 	j->raw_len = m->chunk.raw_len;
 	j->len = m->chunk.len;
-	memcpy(j->data, m->chunk.data, m->chunk.len);
+	/* Take the frame instead of copying it: hand msgio this slot's old
+	 * buffer for its next read. */
+	j->off = (size_t)(m->chunk.data - frame->p);
+	buf old = j->frame;
+	j->frame = *frame;
+	*frame = old;
+	buf_reset(frame);
 	pthread_mutex_lock(&v->mu);
 	v->count++;
 	pthread_cond_signal(&v->can_take);
@@ -158,6 +167,8 @@ void verifier_stop(verifier *v)
 	}
 	ZSTD_freeDCtx(v->dctx);
 	free(v->raw);
+	for (unsigned i = 0; i < VERIFIER_SLOTS; i++)
+		buf_free(&v->slots[i].frame);
 	free(v->slots);
 	pthread_mutex_destroy(&v->mu);
 	pthread_cond_destroy(&v->can_put);

@@ -4,8 +4,8 @@
  * so one upload keeps both cores busy (TLS on one, SHA-256 and the page
  * cache copy on the other).
  *
- * Memory: VERIFIER_SLOTS preallocated chunk buffers (≤ 128 KiB each) and a
- * zstd context.  submit() blocks while every slot is full; drain() waits
+ * Memory: VERIFIER_SLOTS frame buffers (a CHUNK frame is ≤ ~132 KiB; the
+ * buffers circulate with msgio's, so no chunk is copied) and a zstd context.  submit() blocks while every slot is full; drain() waits
  * until everything submitted is stored and returns the first failure, with
  * its message set on the calling thread.
  */
@@ -20,11 +20,12 @@
 typedef struct verifier verifier;
 
 verifier *verifier_start(store *st);
-/* Queue one decoded CHUNK (its bytes are copied).  wanted: this upload asked
+/* Queue one decoded CHUNK: the verifier takes over `frame` (the buffer m
+ * points into) and leaves an empty one of its own in its place.  wanted: this upload asked
  * for it moments ago, so the store may skip its index lookup; any other chunk
  * gets the idempotent path.  Returns the first error seen so far, if any,
  * without queueing. */
-int verifier_submit(verifier *v, const msg *m, bool wanted);
+int verifier_submit(verifier *v, const msg *m, buf *frame, bool wanted);
 int verifier_drain(verifier *v);
 /* Drain and forget any failure: the verifier serves the session's next put. */
 void verifier_reset(verifier *v);
