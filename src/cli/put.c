@@ -2,12 +2,13 @@
  * put.c — upload a file (or a directory, recursively) sending only what the
  * server lacks.
  *
- * Two threads per file: a producer chunks and hashes the file (cdc_stream,
- * hashing on every core) and builds the manifest tree; the sender (the
- * calling thread) takes level-1 nodes in batches and runs the exchange of
- * docs/WIRE.md: OFFER the batch's node ids, send the bodies of the nodes the
- * server lacks, then only the chunks it lacks, then SYNC.  Upper tree levels
- * follow, one batch per level, then COMMIT.  So an edit costs one offer per
+ * A producer thread chunks and hashes the file (cdc_stream, hashing on every
+ * core) and builds the manifest tree; the sender (the calling thread) takes
+ * level-1 nodes in batches (4, 8, … up to PUT_BATCH_NODES) and runs the
+ * exchange of docs/WIRE.md: OFFER the batch's node ids, send the bodies of
+ * the nodes the server lacks, then only the chunks it lacks, then SYNC.
+ * Upper tree levels follow bottom up, in rounds of one level each, then
+ * COMMIT.  So an edit costs one offer per
  * ~1 MiB of file (32 bytes) plus the changed nodes and chunks.
  *
  * Memory: chunk bytes are never held; the sender re-reads them with pread
@@ -75,7 +76,7 @@ typedef struct producer {
 } producer;
 
 typedef struct put_stats {
-	uint64_t files, file_bytes, sent, nodes_sent, chunks_sent;
+	uint64_t files, file_bytes, sent; /* sent: frame bytes, for the summary */
 } put_stats;
 
 /* ---- producer ---- */
@@ -189,7 +190,6 @@ typedef struct sender {
 
 static bool bit(const uint8_t *bits, unsigned i) { return bits[i / 8] >> (i % 8) & 1; }
 
-
 static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
 {
 	/* Read straight into the outgoing frame.  Not hashed again here: the
@@ -205,7 +205,6 @@ static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
 		return rc;
 	}
 	wire_chunk_close(&s->cl->io.out, start, &s->z);
-	s->stats->chunks_sent++;
 	return msgio_maybe_flush(&s->cl->io);
 }
 
@@ -237,7 +236,6 @@ static int send_round(sender *s, node_item *nodes, unsigned n)
 			continue;
 		if ((rc = wire_node(&io->out, nodes[i].bytes, nodes[i].len)))
 			return rc;
-		s->stats->nodes_sent++;
 		nwanted++;
 	}
 	if (!nwanted)

@@ -52,7 +52,6 @@ int msgio_recv(msgio *io, msg *m)
 	if (len && (rc = conn_read(io->c, io->in.p, len)))
 		return rc == SS_ECLOSED ? ss_fail(SS_EPROTO, "connection closed in the middle of a frame") : rc;
 	io->in.len = len;
-	io->received += WIRE_HDR + len;
 	return wire_decode(type, io->in.p, len, m);
 }
 

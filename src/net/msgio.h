@@ -17,7 +17,7 @@ typedef struct msgio {
 	conn *c;
 	buf out;      /* frames not yet written */
 	buf in;       /* payload of the last frame read */
-	uint64_t sent, received; /* frame bytes, for "sent X of Y" reports */
+	uint64_t sent; /* frame bytes written, for "sent X of Y" reports */
 } msgio;
 
 void msgio_init(msgio *io, conn *c);

@@ -275,6 +275,15 @@ def read_reply(sock, server, what, timeout=10):
     return t, p, time.monotonic() - t0
 
 
+def expect_prompt_disk_full_error(s, server, what):
+    """The next reply is an ERROR saying the disk is full, within 10 s."""
+    t, p, secs = read_reply(s, server, what)
+    assert t == ERROR, f"{what}: expected ERROR (disk full), got {describe_reply(t, p)}"
+    _, text = error_text(p)
+    assert "space" in text.lower(), f"{what}: the ERROR should say the disk is full: {text!r}"
+    assert secs < 10, f"{what}: the ERROR took {secs:.1f} s"
+
+
 def test_put_refused_on_full_disk_gets_error_promptly(full_disk, make_server, ca):
     """drain.py's disk-limit variant, both ways a full disk can refuse a put:
     (a) at SYNC, storing a tree node: the client already waits for the
@@ -299,11 +308,7 @@ def test_put_refused_on_full_disk_gets_error_promptly(full_disk, make_server, ca
         s.sendall(frame(NODE, node))
         assert not any(want_bits(expect(s, WANT, "reply to NODE"))), "its only child is stored"
         s.sendall(frame(SYNC))
-        t, p, secs = read_reply(s, server, "SYNC on a full disk")
-        assert t == ERROR, f"SYNC on a full disk: {describe_reply(t, p)}"
-        _, text = error_text(p)
-        assert "space" in text.lower(), f"the ERROR should say the disk is full: {text!r}"
-        assert secs < 10
+        expect_prompt_disk_full_error(s, server, "SYNC on a full disk")
     finally:
         s.close()
 
@@ -316,11 +321,7 @@ def test_put_refused_on_full_disk_gets_error_promptly(full_disk, make_server, ca
         for c in chunks:
             s.sendall(chunk_frame(c))
         s.sendall(frame(NODE, single_chunk_root(chunks[-1])))
-        t, p, secs = read_reply(s, server, "NODE after a failed CHUNK")
-        assert t == ERROR, f"expected ERROR (disk full), got {describe_reply(t, p)}"
-        _, text = error_text(p)
-        assert "space" in text.lower(), f"the ERROR should say the disk is full: {text!r}"
-        assert secs < 10
+        expect_prompt_disk_full_error(s, server, "NODE after a failed CHUNK")
     finally:
         s.close()
     assert server.alive(), server.log()
