@@ -186,6 +186,7 @@ typedef struct sender {
 	int fd;
 	wire_zstd z;
 	put_stats *stats;
+	unsigned oks; /* SYNCs sent whose OK is not read yet */
 } sender;
 
 static bool bit(const uint8_t *bits, unsigned i) { return bits[i / 8] >> (i % 8) & 1; }
@@ -209,78 +210,228 @@ static int send_chunk(sender *s, const uint8_t id[HASH_LEN], span sp)
 }
 
 /*
- * One OFFER/NODE/CHUNK/SYNC round for n nodes.  Level-1 nodes have spans
- * and their missing chunks are sent; for higher levels every child was
- * uploaded by an earlier round, so a missing child is a protocol failure.
+ * One batch of the exchange in docs/WIRE.md: OFFER, the NODEs the server
+ * lacks, the CHUNKs it lacks, SYNC.  Level-1 nodes have spans and their
+ * missing chunks are sent; for higher levels every child was uploaded by an
+ * earlier batch, so a missing child is a protocol failure.
+ *
+ * Replies come in the order the requests went out, and a request queued
+ * behind megabytes of chunks is answered only once the server has taken
+ * them in.  So level-1 batches overlap: the next batch's OFFER goes out
+ * before this batch's chunks, its NODEs halfway through them, and the
+ * answers are read when they are already waiting.  SYNC's OK is read
+ * lazily, just before the next answer behind it.
  */
-static int send_round(sender *s, node_item *nodes, unsigned n)
+typedef struct round {
+	node_item *nodes;
+	unsigned n;
+	unsigned oks_before; /* OKs of earlier SYNCs queued before this OFFER's WANT */
+	unsigned nwanted;
+	uint8_t want[PUT_BATCH_NODES / 8];
+	uint8_t child_want[PUT_BATCH_NODES][TREE_MAX_FANOUT / 8];
+	uint64_t chunk_bytes, chunk_sent; /* of the wanted chunks */
+	unsigned ni, ci;                  /* next chunk to send: node, child */
+	idset sent;
+} round;
+
+static void round_init(round *r, node_item *nodes, unsigned n)
+{
+	memset(r, 0, sizeof *r);
+	r->nodes = nodes;
+	r->n = n;
+}
+
+static int read_oks(sender *s, unsigned n)
+{
+	int rc = 0;
+	for (; n && !rc; n--, s->oks--)
+		rc = msgio_expect(&s->cl->io, MSG_OK, s->cl->m);
+	return rc;
+}
+
+static int round_offer(sender *s, round *r)
+{
+	SS_ASSERT(r->n <= PUT_BATCH_NODES);
+	uint8_t ids[PUT_BATCH_NODES * HASH_LEN];
+	for (unsigned i = 0; i < r->n; i++)
+		memcpy(ids + i * HASH_LEN, r->nodes[i].id, HASH_LEN);
+	r->oks_before = s->oks;
+	int rc = wire_ids(&s->cl->io.out, MSG_OFFER, ids, (uint16_t)r->n);
+	return rc ? rc : msgio_flush(&s->cl->io);
+}
+
+/* Read the OFFER's answer and send the nodes the server lacks. */
+static int round_nodes(sender *s, round *r)
 {
 	msgio *io = &s->cl->io;
-	msg *m = s->cl->m;
-	uint8_t ids[PUT_BATCH_NODES * HASH_LEN], want[PUT_BATCH_NODES / 8];
-	int rc;
-	SS_ASSERT(n <= PUT_BATCH_NODES);
-	if (n == 0)
-		return 0;
-	for (unsigned i = 0; i < n; i++)
-		memcpy(ids + i * HASH_LEN, nodes[i].id, HASH_LEN);
-	if ((rc = wire_ids(&io->out, MSG_OFFER, ids, (uint16_t)n)) || (rc = msgio_expect(io, MSG_WANT, m)))
+	int rc = read_oks(s, r->oks_before);
+	if (rc || (rc = msgio_expect(io, MSG_WANT, s->cl->m)))
 		return rc;
-	if (m->want.count != n)
-		return ss_fail(SS_EPROTO, "server answered %u of %u offers", m->want.count, n);
-	memcpy(want, m->want.bits, (n + 7) / 8);
+	if (s->cl->m->want.count != r->n)
+		return ss_fail(SS_EPROTO, "server answered %u of %u offers", s->cl->m->want.count, r->n);
+	memcpy(r->want, s->cl->m->want.bits, (r->n + 7) / 8);
+	for (unsigned i = 0; i < r->n && !rc; i++)
+		if (bit(r->want, i)) {
+			rc = wire_node(&io->out, r->nodes[i].bytes, r->nodes[i].len);
+			r->nwanted++;
+		}
+	return rc ? rc : msgio_flush(io);
+}
 
-	unsigned nwanted = 0;
-	for (unsigned i = 0; i < n; i++) {
-		if (!bit(want, i))
+/* Read which children of each sent node the server lacks. */
+static int round_child_wants(sender *s, round *r)
+{
+	for (unsigned i = 0; i < r->n; i++) {
+		if (!bit(r->want, i))
 			continue;
-		if ((rc = wire_node(&io->out, nodes[i].bytes, nodes[i].len)))
+		tree_node nd;
+		SS_ASSERT(tree_node_decode(r->nodes[i].bytes, r->nodes[i].len, &nd) == 0);
+		int rc = msgio_expect(&s->cl->io, MSG_WANT, s->cl->m);
+		if (rc)
 			return rc;
-		nwanted++;
-	}
-	if (!nwanted)
-		return 0;
-	/* Replies come in the order the nodes went out. */
-	uint8_t (*child_want)[TREE_MAX_FANOUT / 8] = xmalloc(sizeof *child_want * nwanted);
-	for (unsigned i = 0, k = 0; i < n && !rc; i++) {
-		if (!bit(want, i))
-			continue;
-		tree_node nd;
-		SS_ASSERT(tree_node_decode(nodes[i].bytes, nodes[i].len, &nd) == 0);
-		if ((rc = msgio_expect(io, MSG_WANT, m)))
-			break;
-		if (m->want.count != nd.count) {
-			rc = ss_fail(SS_EPROTO, "server answered %u of a node's %u children", m->want.count, nd.count);
-			break;
-		}
-		memcpy(child_want[k++], m->want.bits, (nd.count + 7u) / 8);
-	}
-	idset sent = {0};
-	for (unsigned i = 0, k = 0; i < n && !rc; i++) {
-		if (!bit(want, i))
-			continue;
-		tree_node nd;
-		SS_ASSERT(tree_node_decode(nodes[i].bytes, nodes[i].len, &nd) == 0);
-		for (unsigned j = 0; j < nd.count && !rc; j++) {
-			if (!bit(child_want[k], j))
+		if (s->cl->m->want.count != nd.count)
+			return ss_fail(SS_EPROTO, "server answered %u of a node's %u children", s->cl->m->want.count,
+				       nd.count);
+		memcpy(r->child_want[i], s->cl->m->want.bits, (nd.count + 7u) / 8);
+		for (unsigned j = 0; j < nd.count; j++) {
+			if (!bit(r->child_want[i], j))
 				continue;
-			tree_entry e;
-			tree_node_entry(&nd, j, &e);
+			if (nd.level != 1)
+				return ss_fail(SS_EPROTO, "server lost a tree node uploaded earlier in this put");
+			r->chunk_bytes += r->nodes[i].chunks[j].len;
+		}
+	}
+	return 0;
+}
+
+/* Send wanted chunks until `upto` of the round's chunk bytes have gone. */
+static int round_chunks(sender *s, round *r, uint64_t upto)
+{
+	for (; r->ni < r->n && r->chunk_sent < upto; r->ni++, r->ci = 0) {
+		if (!bit(r->want, r->ni))
+			continue;
+		node_item *it = &r->nodes[r->ni];
+		unsigned count = it->level == 1 ? (unsigned)(it->len - TREE_HDR) / TREE_ENTRY : 0;
+		for (; r->ci < count && r->chunk_sent < upto; r->ci++) {
+			if (!bit(r->child_want[r->ni], r->ci))
+				continue;
+			span sp = it->chunks[r->ci];
+			r->chunk_sent += sp.len;
 			/* A chunk repeated in the file travels once a round. */
-			if (idset_add(&sent, e.id))
+			if (idset_add(&r->sent, it->bytes + TREE_HDR + (size_t)r->ci * TREE_ENTRY))
 				continue;
-			if (nd.level != 1) {
-				rc = ss_fail(SS_EPROTO, "server lost a tree node uploaded earlier in this put");
-				break;
-			}
-			rc = send_chunk(s, e.id, nodes[i].chunks[j]);
+			int rc = send_chunk(s, it->bytes + TREE_HDR + (size_t)r->ci * TREE_ENTRY, sp);
+			if (rc)
+				return rc;
 		}
-		k++;
+		if (r->ci < count)
+			return 0; /* stopped inside this node */
 	}
-	idset_free(&sent);
-	free(child_want);
-	if (!rc && !(rc = wire_empty(&io->out, MSG_SYNC)))
-		rc = msgio_expect(io, MSG_OK, m);
+	return 0;
+}
+
+static int round_sync(sender *s, round *r)
+{
+	if (!r->nwanted)
+		return 0;
+	int rc = wire_empty(&s->cl->io.out, MSG_SYNC);
+	if (!rc)
+		s->oks++;
+	return rc ? rc : msgio_flush(&s->cl->io);
+}
+
+/* One batch on its own, nothing overlapped: upper levels, and level 1 when
+ * the chunker is behind. */
+static int round_whole(sender *s, round *r)
+{
+	int rc;
+	if (!r->n)
+		return 0;
+	if ((rc = round_offer(s, r)) || (rc = round_nodes(s, r)) || (rc = round_child_wants(s, r)) ||
+	    (rc = round_chunks(s, r, UINT64_MAX)))
+		return rc;
+	return round_sync(s, r);
+}
+
+/* A batch the chunker has ready, without waiting for one; NULL if none. */
+static batch *queue_try_pop(producer *p)
+{
+	pthread_mutex_lock(&p->mu);
+	bool ready = p->count > 0 || p->rc != 0;
+	pthread_mutex_unlock(&p->mu);
+	return ready ? queue_pop(p) : NULL;
+}
+
+static int chunker_failed(producer *p)
+{
+	return p->rc < 0 ? ss_fail(p->rc, "%s", p->err) : ss_fail(SS_EIO, "chunker ended without its last batch");
+}
+
+/*
+ * The level-1 batches, overlapped (see struct round): while batch k's
+ * chunks go out, batch k+1's OFFER and NODEs go with them, if the chunker
+ * has it ready.  Otherwise batch k+1 runs on its own after k.
+ */
+static int send_level1(sender *s, producer *p, progress *pg)
+{
+	round *cur = xcalloc(1, sizeof *cur), *next = xcalloc(1, sizeof *next);
+	batch *b = queue_pop(p), *nb = NULL;
+	uint64_t done = 0;
+	int rc = 0;
+	if (!b)
+		rc = chunker_failed(p);
+	else {
+		round_init(cur, b->nodes, b->n);
+		if (b->n && !(rc = round_offer(s, cur)) && !(rc = round_nodes(s, cur)))
+			rc = round_child_wants(s, cur);
+	}
+	while (!rc) {
+		/* cur's nodes went out and its child WANTs are read. */
+		bool overlap = false;
+		if (!b->last && (nb = queue_try_pop(p)) && nb->n) {
+			round_init(next, nb->nodes, nb->n);
+			if ((rc = round_offer(s, next)))
+				break;
+			overlap = true;
+		}
+		if ((rc = round_chunks(s, cur, cur->chunk_bytes / 2)))
+			break;
+		if (overlap && (rc = round_nodes(s, next)))
+			break;
+		if ((rc = round_chunks(s, cur, UINT64_MAX)) || (rc = round_sync(s, cur)))
+			break;
+		if (overlap && (rc = round_child_wants(s, next)))
+			break;
+		done += b->bytes;
+		progress_update(pg, done);
+		bool last = b->last;
+		free(b);
+		idset_free(&cur->sent);
+		b = NULL;
+		if (last)
+			break;
+		if (!nb && !(nb = queue_pop(p))) {
+			rc = chunker_failed(p);
+			break;
+		}
+		b = nb;
+		nb = NULL;
+		round *t = cur;
+		cur = next;
+		next = t;
+		if (!overlap) {
+			round_init(cur, b->nodes, b->n);
+			if (b->n && ((rc = round_offer(s, cur)) || (rc = round_nodes(s, cur)) ||
+				     (rc = round_child_wants(s, cur))))
+				break;
+		}
+	}
+	free(b);
+	free(nb);
+	idset_free(&cur->sent);
+	idset_free(&next->sent);
+	free(cur);
+	free(next);
 	return rc;
 }
 
@@ -313,22 +464,7 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 		p->rc = ss_fail(SS_ENOMEM, "cannot start the chunker thread: %s", strerror(err));
 		snprintf(p->err, sizeof p->err, "%s", ss_errmsg(p->rc));
 	}
-	uint64_t done = 0;
-	for (;;) {
-		batch *b = queue_pop(p);
-		if (!b) {
-			rc = p->rc < 0 ? ss_fail(p->rc, "%s", p->err)
-				       : ss_fail(SS_EIO, "chunker ended without its last batch");
-			break;
-		}
-		rc = send_round(&s, b->nodes, b->n);
-		done += b->bytes;
-		progress_update(&pg, done);
-		bool last = b->last;
-		free(b);
-		if (rc || last)
-			break;
-	}
+	rc = send_level1(&s, p, &pg);
 	/* Stop the producer (if the sender failed) and collect it. */
 	pthread_mutex_lock(&p->mu);
 	p->stop = true;
@@ -348,9 +484,14 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 		size_t j = i;
 		while (j < p->nupper && j - i < PUT_BATCH_NODES && p->upper[j].level == p->upper[i].level)
 			j++;
-		rc = send_round(&s, p->upper + i, (unsigned)(j - i));
+		round r;
+		round_init(&r, p->upper + i, (unsigned)(j - i));
+		rc = round_whole(&s, &r);
+		idset_free(&r.sent);
 		i = j;
 	}
+	if (!rc)
+		rc = read_oks(&s, s.oks);
 	/* A file changed under us explains any failure above (a short read,
 	 * or the server refusing a chunk that no longer matches its hash)
 	 * better than the failure itself, and must never be committed. */

@@ -6,6 +6,12 @@
  *                              NODE… → WANT(children) each
  *                              CHUNK… SYNC → OK
  *   and finally COMMIT(root, size) → OK(seq) once durable.
+ * A batch is open from an OFFER that wants something to its SYNC, and two
+ * may be open at once: a client sends the next batch's OFFER and NODEs
+ * while this batch's CHUNKs are still on their way, so it never waits for
+ * the server to drain the data in flight.  NODEs join the newest open
+ * batch, SYNC closes the oldest.  A chunk already asked for by an open
+ * batch is not asked for again.
  * The server keeps a received node in memory until SYNC and then stores it
  * marked complete (store_put_node), but only once all its children are
  * present; "have" for a node is that mark, never mere bytes.  CHUNK frames go
@@ -17,8 +23,8 @@
  * and CHUNK frames, then END.  Every chunk is verified when read from disk;
  * a corrupt one ends the stream with an ERROR naming it.
  *
- * Memory per session: one frame (≤ 1 MiB), one chunk, the nodes of one batch
- * (≤ SESSION_MAX_NODES × 5 KiB), a zstd context, and once it uploads, the
+ * Memory per session: one frame (≤ 1 MiB), one chunk, the nodes of two batches
+ * (≤ 2 × SESSION_MAX_NODES × 5 KiB), a zstd context, and once it uploads, the
  * verifier's VERIFIER_SLOTS chunk buffers (~1 MiB) and the batch's wanted ids.
  */
 #include "server.h"
@@ -30,12 +36,19 @@
 #include <sys/time.h>
 
 #define SESSION_MAX_NODES WIRE_BATCH_NODES
+#define SESSION_MAX_BATCHES 2
 
 typedef struct pending_node {
 	uint8_t id[HASH_LEN];
 	uint16_t len;
 	uint8_t bytes[TREE_NODE_MAX];
 } pending_node;
+
+typedef struct put_batch {
+	pending_node *nodes; /* ≤ SESSION_MAX_NODES, stored at SYNC */
+	unsigned nnodes;
+	idset wanted; /* data chunks this batch asked for */
+} put_batch;
 
 typedef struct session {
 	server *srv;
@@ -44,10 +57,9 @@ typedef struct session {
 	msg m;
 	buf chunk;      /* decompressed chunk / chunk read from the store */
 	wire_zstd z;    /* compression of chunks sent by get */
-	pending_node *nodes; /* nodes of the current put batch */
-	unsigned nnodes;
-	idset wanted;        /* data chunks this batch asked for */
-	verifier *v;         /* started by the session's first put */
+	put_batch batches[SESSION_MAX_BATCHES]; /* open put batches, a ring */
+	unsigned bhead, nbatches;
+	verifier *v; /* started by the session's first put */
 } session;
 
 /* Reply with an ERROR frame carrying the current message for rc. */
@@ -63,17 +75,49 @@ static void set_bit(uint8_t *bits, unsigned i) { bits[i / 8] |= (uint8_t)(1u << 
 
 /* ---- put ---- */
 
+static put_batch *newest_batch(session *s)
+{
+	return s->nbatches ? &s->batches[(s->bhead + s->nbatches - 1) % SESSION_MAX_BATCHES] : NULL;
+}
+
+static bool asked_for(const session *s, const uint8_t id[HASH_LEN])
+{
+	for (unsigned i = 0; i < s->nbatches; i++)
+		if (idset_has(&s->batches[(s->bhead + i) % SESSION_MAX_BATCHES].wanted, id))
+			return true;
+	return false;
+}
+
+static put_batch *open_batch(session *s)
+{
+	if (s->nbatches == SESSION_MAX_BATCHES) {
+		ss_fail(SS_EPROTO, "more than %d put batches open before SYNC", SESSION_MAX_BATCHES);
+		return NULL;
+	}
+	s->nbatches++;
+	put_batch *b = newest_batch(s);
+	b->nnodes = 0;
+	idset_clear(&b->wanted);
+	return b;
+}
+
+/* An OFFER that wants any node opens a batch, which its SYNC closes. */
 static int put_offer(session *s)
 {
 	uint8_t bits[WIRE_MAX_OFFER / 8] = {0};
 	uint16_t n = s->m.offer.count;
+	bool any = false;
 	for (unsigned i = 0; i < n; i++) {
 		int have = store_has_node(s->srv->st, s->m.offer.ids + (size_t)i * HASH_LEN);
 		if (have < 0)
 			return have;
-		if (!have)
+		if (!have) {
 			set_bit(bits, i);
+			any = true;
+		}
 	}
+	if (any && !open_batch(s))
+		return SS_EPROTO;
 	return wire_want(&s->io.out, bits, n);
 }
 
@@ -90,9 +134,11 @@ static int put_node(session *s)
 	int rc = tree_node_decode(s->m.node.bytes, s->m.node.len, &nd);
 	if (rc)
 		return rc;
-	if (s->nnodes == SESSION_MAX_NODES)
-		return ss_fail(SS_EPROTO, "more than %d tree nodes before SYNC", SESSION_MAX_NODES);
-	pending_node *p = &s->nodes[s->nnodes++];
+	/* A NODE nothing offered (a client that skips OFFER) opens a batch. */
+	put_batch *b = s->nbatches ? newest_batch(s) : open_batch(s);
+	if (b->nnodes == SESSION_MAX_NODES)
+		return ss_fail(SS_EPROTO, "more than %d tree nodes in one batch", SESSION_MAX_NODES);
+	pending_node *p = &b->nodes[b->nnodes++];
 	sha256(s->m.node.bytes, s->m.node.len, p->id);
 	p->len = (uint16_t)s->m.node.len;
 	memcpy(p->bytes, s->m.node.bytes, s->m.node.len);
@@ -101,27 +147,38 @@ static int put_node(session *s)
 	for (unsigned i = 0; i < nd.count; i++) {
 		tree_entry e;
 		tree_node_entry(&nd, i, &e);
+		/* A chunk an open batch already asked for arrives before
+		 * that batch's SYNC, so before this one's. */
+		if (nd.level == 1 && asked_for(s, e.id))
+			continue;
 		int have = child_present(s, &nd, e.id);
 		if (have < 0)
 			return have;
 		if (!have) {
 			set_bit(bits, i);
 			if (nd.level == 1)
-				idset_add(&s->wanted, e.id);
+				idset_add(&b->wanted, e.id);
 		}
 	}
 	return wire_want(&s->io.out, bits, nd.count);
 }
 
-/* Store the batch's nodes, children first, each only if its subtree is whole. */
+/* Close the oldest batch: store its nodes, children first, each only if its
+ * subtree is whole. */
 static int put_sync(session *s, verifier *v)
 {
+	if (!s->nbatches) { /* nothing to store: just wait for the chunks */
+		int drc = verifier_drain(v);
+		return drc ? drc : wire_ok(&s->io.out, 0);
+	}
+	put_batch *b = &s->batches[s->bhead];
+	s->bhead = (s->bhead + 1) % SESSION_MAX_BATCHES;
+	s->nbatches--;
 	int drc = verifier_drain(v);
-	idset_clear(&s->wanted);
 	if (drc)
 		return drc;
-	for (unsigned k = 0; k < s->nnodes; k++) {
-		pending_node *p = &s->nodes[k];
+	for (unsigned k = 0; k < b->nnodes; k++) {
+		pending_node *p = &b->nodes[k];
 		tree_node nd;
 		SS_ASSERT(tree_node_decode(p->bytes, p->len, &nd) == 0);
 		for (unsigned i = 0; i < nd.count; i++) {
@@ -140,7 +197,6 @@ static int put_sync(session *s, verifier *v)
 		if (rc)
 			return rc;
 	}
-	s->nnodes = 0;
 	return wire_ok(&s->io.out, 0);
 }
 
@@ -193,8 +249,7 @@ static int do_put(session *s)
 	if (!s->v)
 		s->v = verifier_start(s->srv->st);
 	verifier *v = s->v;
-	s->nnodes = 0;
-	idset_clear(&s->wanted);
+	s->nbatches = 0;
 	if (!v)
 		rc = ss_fail(SS_ENOMEM, "cannot start a verifier thread");
 	if (rc || (rc = wire_ok(&s->io.out, 0)) || (rc = msgio_flush(&s->io)))
@@ -206,7 +261,7 @@ static int do_put(session *s)
 		case MSG_OFFER: rc = put_offer(s); break;
 		case MSG_NODE: rc = put_node(s); break;
 		case MSG_CHUNK:
-			rc = verifier_submit(v, &s->m, &s->io.in, idset_has(&s->wanted, s->m.chunk.id));
+			rc = verifier_submit(v, &s->m, &s->io.in, asked_for(s, s->m.chunk.id));
 			break;
 		case MSG_SYNC: rc = put_sync(s, v); break;
 		case MSG_COMMIT:
@@ -218,8 +273,9 @@ static int do_put(session *s)
 		if (rc)
 			break;
 	}
-	/* Only a failed CHUNK leaves the client still sending; after any
-	 * other frame it is already waiting for this reply. */
+	/* After a failed CHUNK the client is still sending this batch's
+	 * chunks; drain them up to its next question.  Whatever it sends
+	 * after that (the next batch's frames, pipelined) linger() drops. */
 	if (!fatal(rc) && s->m.type == MSG_CHUNK)
 		rc = drain_put(s, rc);
 end:
@@ -526,7 +582,8 @@ void session_run(server *srv, conn *c)
 	msgio_init(&s->io, c);
 	buf_init(&s->chunk, CDC_MAX + TREE_NODE_MAX);
 	wire_zstd_init(&s->z);
-	s->nodes = xmalloc(sizeof(pending_node) * SESSION_MAX_NODES);
+	for (unsigned i = 0; i < SESSION_MAX_BATCHES; i++)
+		s->batches[i].nodes = xmalloc(sizeof(pending_node) * SESSION_MAX_NODES);
 	char hex[HASH_HEX_LEN + 1];
 	hex_encode(c->peer.id, HASH_LEN, hex);
 
@@ -588,9 +645,11 @@ void session_run(server *srv, conn *c)
 	}
 out:
 	wire_zstd_free(&s->z);
-	free(s->nodes);
 	verifier_stop(s->v);
-	idset_free(&s->wanted);
+	for (unsigned i = 0; i < SESSION_MAX_BATCHES; i++) {
+		free(s->batches[i].nodes);
+		idset_free(&s->batches[i].wanted);
+	}
 	buf_free(&s->chunk);
 	msgio_free(&s->io);
 	free(s);

@@ -752,3 +752,67 @@ def test_client_rejects_want_with_wrong_count(ca, tmp_path, cli):
         assert "AddressSanitizer" not in cp.stderr and "runtime error" not in cp.stderr, describe(cp)
     finally:
         fake.close()
+
+
+# --------------------------------------------------------------------------
+# overlapped put batches (docs/WIRE.md, "put")
+
+
+def test_two_batches_open_at_once_and_a_third_is_refused(server, ca, tmp_path):
+    """A client may send batch 2's OFFER and NODE before batch 1's chunks and
+    SYNC; NODEs join the newest batch, SYNC closes the oldest, a chunk that
+    batch 1 asked for is not asked for again by batch 2, and the file commits
+    and reads back.  A third batch opened before any SYNC is refused."""
+    a, b, c = (bytes([i]) * 5000 for i in (1, 2, 3))
+    n1 = tree_node(1, [(sha(a), len(a)), (sha(b), len(b))])
+    n2 = tree_node(1, [(sha(b), len(b)), (sha(c), len(c))])  # b again: already asked for
+    root = tree_node(2, [(sha(n1), len(a) + len(b)), (sha(n2), len(b) + len(c))])
+    total = len(a) + 2 * len(b) + len(c)
+
+    s = raw_client(server, ca)
+    try:
+        raw_put_start(s, "overlap", total)
+        s.sendall(offer_frame([sha(n1)]))
+        assert want_bits(expect(s, WANT, "OFFER 1")) == [True]
+        s.sendall(frame(NODE, n1))
+        assert want_bits(expect(s, WANT, "NODE 1")) == [True, True]
+        # batch 2 opens while batch 1's chunks are still to come
+        s.sendall(offer_frame([sha(n2)]))
+        assert want_bits(expect(s, WANT, "OFFER 2")) == [True]
+        s.sendall(chunk_frame(a))
+        s.sendall(frame(NODE, n2))
+        assert want_bits(expect(s, WANT, "NODE 2")) == [False, True], \
+            "batch 2 asked again for a chunk batch 1 had asked for"
+        s.sendall(chunk_frame(b))
+        s.sendall(frame(SYNC))  # closes batch 1
+        expect(s, OK, "SYNC 1")
+        s.sendall(chunk_frame(c))
+        s.sendall(frame(SYNC))  # closes batch 2
+        expect(s, OK, "SYNC 2")
+        s.sendall(offer_frame([sha(root)]))
+        assert want_bits(expect(s, WANT, "OFFER root")) == [True]
+        s.sendall(frame(NODE, root))
+        assert want_bits(expect(s, WANT, "NODE root")) == [False, False]
+        s.sendall(frame(SYNC))
+        expect(s, OK, "SYNC root")
+        s.sendall(frame(COMMIT, sha(root) + struct.pack("<Q", total)))
+        expect(s, OK, "COMMIT")
+    finally:
+        s.close()
+    out = tmp_path / "overlap.out"
+    server.cli("get", "overlap", str(out))
+    assert out.read_bytes() == a + b + b + c
+
+    s = raw_client(server, ca)
+    try:
+        raw_put_start(s, "three", 3 * 5000)
+        for i, d in enumerate((bytes([7]) * 5000, bytes([8]) * 5000)):
+            s.sendall(offer_frame([sha(tree_node(1, [(sha(d), len(d))]))]))
+            assert want_bits(expect(s, WANT, f"OFFER {i + 1}")) == [True]
+        d = bytes([9]) * 5000
+        s.sendall(offer_frame([sha(tree_node(1, [(sha(d), len(d))]))]))
+        t, p = read_frame(s)
+        assert t == ERROR and "batches open" in error_text(p)[1], describe_reply(t, p)
+    finally:
+        s.close()
+    assert server.cli("ls").returncode == 0, "the server stopped serving after a refused batch"
