@@ -3,8 +3,8 @@
  * leases, and the namespace (records, versions, version vectors) in SQLite.
  *
  * Metadata schema (meta.db, journal_mode=WAL, synchronous=FULL).  Unsigned
- * 64-bit values (size, origin, vv counters) are stored as the int64 with the
- * same bits; nothing compares them in SQL.
+ * 64-bit values (size, origin, vv counters, peer ids, cursors) are stored as
+ * the int64 with the same bits; nothing compares them in SQL.
  *
  *   table     column       type              meaning
  *   --------  -----------  ----------------  ------------------------------
@@ -29,6 +29,11 @@
  *             seq          INTEGER           → versions.seq; WITHOUT ROWID
  *   settings  key          TEXT PRIMARY KEY  free-form settings; WITHOUT ROWID
  *             value        any
+ *   cursors   peer         INTEGER PRIMARY KEY: short id of a peer pulled from
+ *             index_id     INTEGER           the peer's index id the seq is in
+ *             seq          INTEGER           highest of the peer's sequence
+ *                                            numbers applied here; written in
+ *                                            the transaction that applies them
  *
  * Version vector blob: n × (node u64 LE, counter u64 LE), sorted by node,
  * strictly increasing, n ≤ VV_MAX.
@@ -55,7 +60,11 @@
  *           the pending insert are atomic against other puts
  *   mu      pending table, flush state, leases, node id (held briefly)
  *   db_mu   the SQLite connection and its statements (one connection)
- * The segment set has its own leaf locks.
+ * The segment set has its own leaf locks.  store_apply_remote calls its
+ * decide callback with db_mu held, so the callback must not use the store.
+ * Every write to the namespace (commit, rename, apply) reads the current
+ * records it builds on inside its own transaction, under db_mu: a record
+ * applied from a peer is never overwritten by a vector read before it.
  *
  * Leases are an in-memory set.  Garbage collection (a later issue) must
  * consult them: a chunk can be pinned by an upload that found it already
@@ -203,6 +212,8 @@ enum {
 	Q_DIGEST,
 	Q_HEAD,
 	Q_SINCE,
+	Q_CURSOR_GET,
+	Q_CURSOR_SET,
 	Q_COUNT
 };
 
@@ -234,6 +245,9 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_DIGEST] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq ORDER BY c.path",
 	[Q_HEAD] = "SELECT max(seq) FROM versions",
 	[Q_SINCE] = "SELECT " REC_COLS " FROM versions v WHERE v.seq > ?1 ORDER BY v.seq",
+	[Q_CURSOR_GET] = "SELECT index_id, seq FROM cursors WHERE peer = ?1",
+	[Q_CURSOR_SET] = "INSERT INTO cursors(peer, index_id, seq) VALUES (?1, ?2, ?3) ON CONFLICT(peer) "
+			 "DO UPDATE SET index_id = excluded.index_id, seq = excluded.seq",
 };
 
 static const char store_schema[] =
@@ -246,7 +260,9 @@ static const char store_schema[] =
 	" deleted INTEGER NOT NULL, vv BLOB NOT NULL, origin INTEGER NOT NULL, otime_ns INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS versions_path ON versions(path, seq);"
 	"CREATE TABLE IF NOT EXISTS current(path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+	"CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS cursors(peer INTEGER PRIMARY KEY, index_id INTEGER NOT NULL,"
+	" seq INTEGER NOT NULL);";
 
 struct store {
 	char dir[PATH_MAX - 64]; /* room for "/meta.db" and the like */
@@ -1704,36 +1720,49 @@ int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void
 	return rc;
 }
 
+/* A received record is usable as it is: a valid path and a vector (a
+ * record from nowhere has none). */
+static int rec_check_received(const record *r)
+{
+	int rc = rec_check_path(r->path, sizeof r->path);
+	if (!rc && r->vv.n == 0)
+		rc = ss_fail(SS_EINVAL, "record for %s has an empty version vector", r->path);
+	return rc;
+}
+
+/* Write a received record as it is: a new version, current of its path,
+ * once a live record's whole tree is found holding its size.  Caller holds
+ * db_mu inside a transaction (the walk must see what the commit covers). */
+static int db_apply_one(store *st, record *r, uint64_t *seq)
+{
+	int rc = 0;
+	if (r->deleted) {
+		memset(r->root, 0, HASH_LEN);
+	} else {
+		tree_walk walk = {.path = r->path, .locked = true};
+		uint64_t size = 0;
+		rc = tree_check(st, &walk, r->root, 0, &size);
+		free(walk.seen.v);
+		if (!rc && size != r->size)
+			rc = ss_fail(SS_EINVAL, "record for %s names %llu bytes, its tree holds %llu", r->path,
+				     (unsigned long long)r->size, (unsigned long long)size);
+	}
+	return rc ? rc : db_put_version(st, r, seq);
+}
+
 int store_apply(store *st, record *recs, unsigned n)
 {
 	int rc = 0;
-	for (unsigned i = 0; i < n && !rc; i++) {
-		rc = rec_check_path(recs[i].path, sizeof recs[i].path);
-		if (!rc && recs[i].vv.n == 0)
-			rc = ss_fail(SS_EINVAL, "record for %s has an empty version vector", recs[i].path);
-	}
+	for (unsigned i = 0; i < n && !rc; i++)
+		rc = rec_check_received(&recs[i]);
 	if (rc || (rc = store_flush(st)))
 		return rc;
 	uint64_t *seqs = xcalloc(n, sizeof *seqs);
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
-	for (unsigned i = 0; i < n && !rc; i++) {
-		record *r = &recs[i];
-		if (r->deleted) {
-			memset(r->root, 0, HASH_LEN);
-		} else {
-			tree_walk walk = {.path = r->path, .locked = true};
-			uint64_t size = 0;
-			rc = tree_check(st, &walk, r->root, 0, &size);
-			free(walk.seen.v);
-			if (!rc && size != r->size)
-				rc = ss_fail(SS_EINVAL, "record for %s names %llu bytes, its tree holds %llu", r->path,
-					     (unsigned long long)r->size, (unsigned long long)size);
-		}
-		if (!rc)
-			rc = db_put_version(st, r, &seqs[i]);
-	}
+	for (unsigned i = 0; i < n && !rc; i++)
+		rc = db_apply_one(st, &recs[i], &seqs[i]);
 	if (!rc)
 		rc = db_commit(st, "cannot apply records");
 out:
@@ -1744,6 +1773,131 @@ out:
 			recs[i].seq = seqs[i];
 	pthread_mutex_unlock(&st->db_mu);
 	free(seqs);
+	return rc;
+}
+
+int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq)
+{
+	*index_id = *seq = 0;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_CURSOR_GET];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW) {
+		*index_id = (uint64_t)sqlite3_column_int64(s, 0);
+		*seq = (uint64_t)sqlite3_column_int64(s, 1);
+	} else if (src != SQLITE_DONE) {
+		rc = db_fail(st, src, "cannot read a peer's cursor");
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+/* Caller holds db_mu. */
+static int db_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq)
+{
+	sqlite3_stmt *s = st->q[Q_CURSOR_SET];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	sqlite3_bind_int64(s, 2, (int64_t)index_id);
+	sqlite3_bind_int64(s, 3, (int64_t)seq);
+	return db_step_done(st, s, "cannot write a peer's cursor");
+}
+
+static int check_peer(uint64_t peer)
+{
+	/* 0 is "no node id" (store_set_node): a cursor for it is a bug. */
+	return peer ? 0 : ss_fail(SS_EINVAL, "peer cursor refused: peer id 0 names no node");
+}
+
+int store_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq)
+{
+	int rc = check_peer(peer);
+	if (rc)
+		return rc;
+	/* One statement outside a transaction: atomic and durable by itself. */
+	pthread_mutex_lock(&st->db_mu);
+	rc = db_cursor_set(st, peer, index_id, seq);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+static bool vv_equal(const vvec *a, const vvec *b)
+{
+	return a->n == b->n && !memcmp(a->e, b->e, a->n * sizeof a->e[0]);
+}
+
+/* The same version: what the namespace digest covers. */
+static bool rec_same(const record *a, const record *b)
+{
+	return a->deleted == b->deleted && !memcmp(a->root, b->root, HASH_LEN) && vv_equal(&a->vv, &b->vv);
+}
+
+int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t peer, uint64_t index_id,
+		       uint64_t peer_seq, store_decide_fn decide, void *ctx, unsigned *written)
+{
+	unsigned nw = 0;
+	if (written)
+		*written = 0;
+	int rc = check_peer(peer);
+	for (unsigned i = 0; i < n && !rc; i++)
+		rc = rec_check_received(&remote[i]);
+	if (rc || (rc = store_flush(st)))
+		return rc;
+	/* local, the two records decided, and the current one of an output's
+	 * path (a conflict copy's path is not the remote's). */
+	record *r = xmalloc(4 * sizeof *r), *local = &r[0], *out = &r[1], *cur = &r[3];
+	pthread_mutex_lock(&st->db_mu);
+	if ((rc = db_begin(st)))
+		goto out;
+	for (unsigned i = 0; i < n && !rc; i++) {
+		const record *rr = &remote[i];
+		int found = db_current(st, rr->path, local);
+		if (found < 0) {
+			rc = found;
+			break;
+		}
+		unsigned nout = 0;
+		memset(out, 0, 2 * sizeof *out);
+		if ((rc = decide(ctx, found ? local : NULL, rr, out, &nout))) {
+			char msg[400];
+			snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
+			rc = ss_fail(rc, "apply of %.200s from peer %016llx aborted: %s", rr->path,
+				     (unsigned long long)peer, msg);
+			break;
+		}
+		if (nout > 2) {
+			rc = ss_fail(SS_EINVAL, "apply of %.200s from peer %016llx aborted: decided %u records, "
+						"at most 2", rr->path, (unsigned long long)peer, nout);
+			break;
+		}
+		for (unsigned j = 0; j < nout && !rc; j++) {
+			record *o = &out[j];
+			if ((rc = rec_check_received(o)))
+				break;
+			if (o->deleted)
+				memset(o->root, 0, HASH_LEN);
+			/* Replays and KEEP-as-is decisions add no version. */
+			if ((found = db_current(st, o->path, cur)) == 1 && rec_same(o, cur))
+				continue;
+			if (found < 0)
+				rc = found;
+			else if (!(rc = db_apply_one(st, o, &o->seq)))
+				nw++;
+		}
+	}
+	if (!rc)
+		rc = db_cursor_set(st, peer, index_id, peer_seq);
+	if (!rc)
+		rc = db_commit(st, "cannot apply records");
+out:
+	if (rc)
+		db_rollback(st);
+	pthread_mutex_unlock(&st->db_mu);
+	free(r);
+	if (!rc && written)
+		*written = nw;
 	return rc;
 }
 

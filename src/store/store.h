@@ -7,7 +7,8 @@
  *   -------------------  -------------------------------------------------
  *   FORMAT               "syncstore-store <version>\n"; refuse newer versions
  *   LOCK                 flock()ed while a server uses the directory
- *   meta.db (+-wal,-shm) SQLite: chunk index, namespace, versions, settings
+ *   meta.db (+-wal,-shm) SQLite: chunk index, namespace, versions, settings,
+ *                        cursors over the peers' change logs
  *   seg/NNNNNNNN.seg     append-only segment files of chunk records
  *
  * Segment record (see segment.c for the full table): header with magic,
@@ -149,6 +150,37 @@ int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void
  * path).  Refused unless each live record's whole tree is present.
  */
 int store_apply(store *st, record *recs, unsigned n);
+
+/* The cursor over a peer's sequence space: the peer's index id and the
+ * highest of its sequence numbers applied here.  Both 0 if never pulled. */
+int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq);
+/* Set it alone (a peer announced a new index id: start again from 0). */
+int store_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq);
+
+/* Decides what a received record changes, given the current local record of
+ * its path (NULL if the path never existed here).  Fills out[0..*n) (*n ≤ 2)
+ * with the records to write as they are (vector, origin, times kept): none
+ * (the local one stands), the remote one, the local content with a merged
+ * vector, or a winner plus a conflict copy at another path.  Non-zero aborts
+ * the whole apply and is returned.  Called with the store's database lock held
+ * inside the transaction: it must not call back into the store. */
+typedef int (*store_decide_fn)(void *ctx, const record *local, const record *remote, record out[2], unsigned *n);
+
+/*
+ * Apply n records received from peer (short id), in order, in ONE
+ * transaction together with setting that peer's cursor to (index_id,
+ * peer_seq): all or nothing, so a crash never skips or repeats a record.
+ * For each remote record, decide() sees the path's current record as of the
+ * records applied before it in this same call.  Each record decide returns is
+ * written like store_apply writes (a new local version that becomes current
+ * of its path; a live record's whole tree must be present and hold exactly
+ * its size, else SS_ENOENT / SS_EINVAL naming the path) — except that a
+ * record identical to the current one of its path (same deleted flag, root
+ * and version vector) is not written again.  *written (may be NULL) gets the
+ * number of versions written.
+ */
+int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t peer, uint64_t index_id,
+		       uint64_t peer_seq, store_decide_fn decide, void *ctx, unsigned *written);
 
 typedef struct store_stats {
 	uint64_t head_seq;

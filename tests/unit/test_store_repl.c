@@ -1,5 +1,7 @@
 /* test_store_repl.c — the store's replication support: index ids, the
- * change log by sequence, and applying received records as they are. */
+ * change log by sequence, applying received records as they are, peer
+ * cursors, and applying a pulled batch with a decide callback. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
+#include "core/resolve.h"
 #include "store/store.h"
 
 static char root_dir[] = "/tmp/ss_test_repl_XXXXXX";
@@ -38,6 +42,26 @@ static void put_tree(store *st, const char *content, uint8_t root[HASH_LEN], uin
 	sha256(node, len, root);
 	assert_int_equal(store_put_node(st, root, node, len), 0);
 	*size = n;
+}
+
+/* A level-1 node over TREE_MAX_FANOUT small chunks: a commit's walk of it
+ * takes the database lock once per chunk, room for other writers between. */
+static void put_wide_tree(store *st, uint8_t root[HASH_LEN], uint64_t *size)
+{
+	tree_entry e[TREE_MAX_FANOUT];
+	*size = 0;
+	for (unsigned i = 0; i < TREE_MAX_FANOUT; i++) {
+		char content[16];
+		int n = snprintf(content, sizeof content, "piece %u", i);
+		sha256(content, (size_t)n, e[i].id);
+		e[i].size = (uint64_t)n;
+		*size += e[i].size;
+		assert_int_equal(store_put_chunk(st, e[i].id, content, (size_t)n), 0);
+	}
+	uint8_t node[TREE_NODE_MAX];
+	size_t len = tree_node_encode(1, e, TREE_MAX_FANOUT, node);
+	sha256(node, len, root);
+	assert_int_equal(store_put_node(st, root, node, len), 0);
 }
 
 static record mkrec(const char *path, uint64_t origin, uint64_t counter)
@@ -164,6 +188,454 @@ static void test_apply_is_all_or_nothing(void **state)
 	store_close(st);
 }
 
+/* ---- cursors and store_apply_remote ---- */
+
+#define PEER 0x2222ull
+#define PEER_INDEX 0x8000000000000001ull /* top bit set: u64 through int64 */
+
+static void assert_cursor(store *st, uint64_t peer, uint64_t index_id, uint64_t seq)
+{
+	uint64_t i = 1, s = 1;
+	assert_int_equal(store_cursor_get(st, peer, &i, &s), 0);
+	assert_true(i == index_id);
+	assert_true(s == seq);
+}
+
+static uint64_t head_seq(store *st)
+{
+	store_stats ss;
+	assert_int_equal(store_stats_get(st, &ss), 0);
+	return ss.head_seq;
+}
+
+static void test_cursor_fresh_is_zero(void **state)
+{
+	(void)state;
+	store *st = open_store("cur0");
+	assert_cursor(st, PEER, 0, 0);
+	store_close(st);
+}
+
+static void test_cursor_roundtrip_survives_reopen(void **state)
+{
+	(void)state;
+	store *st = open_store("cur1");
+	assert_int_equal(store_cursor_set(st, PEER, PEER_INDEX, 42), 0);
+	assert_int_equal(store_cursor_set(st, 0x3333, 7, UINT64_MAX), 0);
+	assert_cursor(st, PEER, PEER_INDEX, 42);
+	store_close(st);
+	st = open_store("cur1");
+	assert_cursor(st, PEER, PEER_INDEX, 42);
+	assert_cursor(st, 0x3333, 7, UINT64_MAX);
+	/* A new index id from the peer: start again from 0. */
+	assert_int_equal(store_cursor_set(st, PEER, 99, 0), 0);
+	assert_cursor(st, PEER, 99, 0);
+	assert_cursor(st, 0x3333, 7, UINT64_MAX);
+	/* Peer 0 names no node. */
+	assert_int_equal(store_cursor_set(st, 0, 1, 1), SS_EINVAL);
+	store_close(st);
+}
+
+/* A data directory from before the cursors table gains it at open. */
+static void test_cursor_table_added_to_old_directory(void **state)
+{
+	(void)state;
+	store *st = open_store("cur_old");
+	store_close(st);
+	char path[300];
+	snprintf(path, sizeof path, "%s/cur_old/meta.db", root_dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DROP TABLE cursors", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	st = open_store("cur_old");
+	assert_cursor(st, PEER, 0, 0);
+	assert_int_equal(store_cursor_set(st, PEER, PEER_INDEX, 3), 0);
+	assert_cursor(st, PEER, PEER_INDEX, 3);
+	store_close(st);
+}
+
+/* Remembers what each call saw; ctx of the decide functions below. */
+typedef struct decide_log {
+	unsigned calls;
+	bool had_local[8];
+	record local[8];
+	unsigned fail_at; /* 1-based call that fails with SS_EPROTO; 0 never */
+	record extra;     /* decide_conflict: the conflict copy */
+} decide_log;
+
+static void log_call(decide_log *d, const record *local)
+{
+	if (d->calls < 8) {
+		d->had_local[d->calls] = local != NULL;
+		if (local)
+			d->local[d->calls] = *local;
+	}
+	d->calls++;
+}
+
+static int decide_take(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
+{
+	decide_log *d = ctx;
+	log_call(d, local);
+	if (d->fail_at == d->calls)
+		return ss_fail(SS_EPROTO, "planted failure");
+	out[0] = *remote;
+	*n = 1;
+	return 0;
+}
+
+/* The local record stands, returned as it is (a KEEP written out). */
+static int decide_local(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
+{
+	log_call(ctx, local);
+	out[0] = local ? *local : *remote;
+	*n = 1;
+	return 0;
+}
+
+static int decide_conflict(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
+{
+	decide_log *d = ctx;
+	log_call(d, local);
+	out[0] = *remote;
+	out[1] = d->extra;
+	*n = 2;
+	return 0;
+}
+
+static void test_apply_remote_takes_batch(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_take");
+	record recs[3] = {mkrec("r/a", PEER, 1), mkrec("r/b", PEER, 2), mkrec("r/c", PEER, 3)};
+	put_tree(st, "aaa", recs[0].root, &recs[0].size);
+	put_tree(st, "bbbb", recs[1].root, &recs[1].size);
+	put_tree(st, "ccccc", recs[2].root, &recs[2].size);
+	for (int i = 0; i < 3; i++)
+		recs[i].seq = 10 + (uint64_t)i; /* the peer's seqs: not kept */
+	decide_log d = {0};
+	unsigned written = 99;
+	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 12, decide_take, &d, &written), 0);
+	assert_int_equal(written, 3);
+	assert_int_equal(d.calls, 3);
+	for (int i = 0; i < 3; i++)
+		assert_false(d.had_local[i]);
+	assert_cursor(st, PEER, PEER_INDEX, 12);
+	record got;
+	assert_int_equal(store_lookup(st, "r/b", &got), 0);
+	assert_memory_equal(got.root, recs[1].root, HASH_LEN);
+	assert_int_equal(got.size, 4);
+	assert_true(got.origin == PEER);
+	assert_int_equal(got.otime_ns, 456);
+	assert_int_equal(got.vv.n, 1);
+	assert_int_equal(got.vv.e[0].counter, 2);
+	collect c = {0};
+	assert_int_equal(store_since(st, 0, 100, collect_fn, &c), 0);
+	assert_int_equal(c.n, 3);
+	assert_string_equal(c.paths[2], "r/c");
+	store_close(st);
+	/* Durable together. */
+	st = open_store("ar_take");
+	assert_cursor(st, PEER, PEER_INDEX, 12);
+	assert_int_equal(store_lookup(st, "r/c", &got), 0);
+	store_close(st);
+}
+
+static void test_apply_remote_missing_tree_fails_whole(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_missing");
+	assert_int_equal(store_cursor_set(st, PEER, PEER_INDEX, 5), 0);
+	record recs[3] = {mkrec("ok1", PEER, 1), mkrec("hole", PEER, 2), mkrec("ok2", PEER, 3)};
+	put_tree(st, "one", recs[0].root, &recs[0].size);
+	memset(recs[1].root, 0xab, HASH_LEN); /* a tree that was never stored */
+	recs[1].size = 10;
+	put_tree(st, "two", recs[2].root, &recs[2].size);
+	decide_log d = {0};
+	unsigned written = 99;
+	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 8, decide_take, &d, &written), SS_ENOENT);
+	assert_non_null(strstr(ss_errmsg(SS_ENOENT), "hole"));
+	assert_int_equal(written, 0);
+	record got;
+	assert_int_equal(store_lookup(st, "ok1", &got), SS_ENOENT);
+	assert_int_equal(store_lookup(st, "ok2", &got), SS_ENOENT);
+	assert_cursor(st, PEER, PEER_INDEX, 5);
+	assert_int_equal(head_seq(st), 0);
+	/* A size its tree does not hold is refused too, naming the path. */
+	recs[1] = recs[0];
+	recs[1].size++;
+	snprintf(recs[1].path, sizeof recs[1].path, "short");
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 8, decide_take, &d, NULL), SS_EINVAL);
+	assert_non_null(strstr(ss_errmsg(SS_EINVAL), "short"));
+	assert_int_equal(store_lookup(st, "ok1", &got), SS_ENOENT);
+	assert_cursor(st, PEER, PEER_INDEX, 5);
+	store_close(st);
+}
+
+static void test_apply_remote_sees_earlier_in_batch(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_order");
+	record recs[2] = {mkrec("same", PEER, 1), mkrec("same", PEER, 2)};
+	put_tree(st, "first", recs[0].root, &recs[0].size);
+	put_tree(st, "second", recs[1].root, &recs[1].size);
+	decide_log d = {0};
+	unsigned written = 0;
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 2, decide_take, &d, &written), 0);
+	assert_int_equal(written, 2);
+	assert_int_equal(d.calls, 2);
+	assert_false(d.had_local[0]);
+	assert_true(d.had_local[1]);
+	assert_memory_equal(d.local[1].root, recs[0].root, HASH_LEN);
+	assert_int_equal(d.local[1].vv.e[0].counter, 1);
+	assert_true(d.local[1].seq > 0); /* a local seq: it was written */
+	record got;
+	assert_int_equal(store_lookup(st, "same", &got), 0);
+	assert_memory_equal(got.root, recs[1].root, HASH_LEN);
+	store_close(st);
+}
+
+static void test_apply_remote_identical_writes_nothing(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_same");
+	record r = mkrec("keep", PEER, 4);
+	put_tree(st, "kept", r.root, &r.size);
+	decide_log d = {0};
+	unsigned written = 0;
+	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 1, decide_take, &d, &written), 0);
+	assert_int_equal(written, 1);
+	uint64_t head = head_seq(st);
+	/* The same record again (a replay), and a decide returning ours. */
+	written = 99;
+	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 2, decide_take, &d, &written), 0);
+	assert_int_equal(written, 0);
+	assert_cursor(st, PEER, PEER_INDEX, 2);
+	record older = mkrec("keep", PEER, 3);
+	put_tree(st, "older", older.root, &older.size);
+	written = 99;
+	assert_int_equal(store_apply_remote(st, &older, 1, PEER, PEER_INDEX, 3, decide_local, &d, &written), 0);
+	assert_int_equal(written, 0);
+	assert_cursor(st, PEER, PEER_INDEX, 3);
+	assert_true(head_seq(st) == head);
+	/* Identical means deleted, root and vector: other fields do not count. */
+	record touched = r;
+	touched.mtime_ns = 999;
+	assert_int_equal(store_apply_remote(st, &touched, 1, PEER, PEER_INDEX, 4, decide_take, &d, &written), 0);
+	assert_int_equal(written, 0);
+	assert_true(head_seq(st) == head);
+	store_close(st);
+}
+
+static void test_apply_remote_conflict_writes_both(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_conflict");
+	record mine = mkrec("doc.txt", 0, 0);
+	put_tree(st, "mine", mine.root, &mine.size);
+	mine.vv.n = 0;
+	assert_int_equal(store_commit(st, &mine), 0); /* vv {0x1111: 1} */
+	record theirs = mkrec("doc.txt", PEER, 1);
+	put_tree(st, "theirs", theirs.root, &theirs.size);
+	/* Winner: theirs with the merged vector; loser: mine at its copy. */
+	record batch = theirs;
+	batch.vv.n = 2;
+	batch.vv.e[0] = (vv_entry){0x1111, 1};
+	batch.vv.e[1] = (vv_entry){PEER, 1};
+	decide_log d = {.extra = mine};
+	snprintf(d.extra.path, sizeof d.extra.path, "doc.sync-conflict.txt");
+	unsigned written = 0;
+	assert_int_equal(store_apply_remote(st, &batch, 1, PEER, PEER_INDEX, 1, decide_conflict, &d, &written), 0);
+	assert_int_equal(written, 2);
+	assert_true(d.had_local[0]);
+	assert_memory_equal(d.local[0].root, mine.root, HASH_LEN);
+	record got;
+	assert_int_equal(store_lookup(st, "doc.txt", &got), 0);
+	assert_memory_equal(got.root, theirs.root, HASH_LEN);
+	assert_int_equal(got.vv.n, 2);
+	assert_int_equal(store_lookup(st, "doc.sync-conflict.txt", &got), 0);
+	assert_memory_equal(got.root, mine.root, HASH_LEN);
+	assert_true(got.origin == 0x1111);
+	/* Replayed, both outputs equal the current records of their own
+	 * paths (the copy's is not the remote's path): nothing written. */
+	uint64_t head = head_seq(st);
+	assert_int_equal(store_apply_remote(st, &batch, 1, PEER, PEER_INDEX, 2, decide_conflict, &d, &written), 0);
+	assert_int_equal(written, 0);
+	assert_true(head_seq(st) == head);
+	store_close(st);
+}
+
+static void test_apply_remote_decide_error_aborts(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_abort");
+	assert_int_equal(store_cursor_set(st, PEER, PEER_INDEX, 5), 0);
+	record recs[2] = {mkrec("x1", PEER, 1), mkrec("x2", PEER, 2)};
+	put_tree(st, "x1", recs[0].root, &recs[0].size);
+	put_tree(st, "x2", recs[1].root, &recs[1].size);
+	decide_log d = {.fail_at = 2};
+	unsigned written = 99;
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 7, decide_take, &d, &written), SS_EPROTO);
+	assert_int_equal(written, 0);
+	assert_int_equal(d.calls, 2);
+	assert_non_null(strstr(ss_errmsg(SS_EPROTO), "planted failure"));
+	assert_non_null(strstr(ss_errmsg(SS_EPROTO), "x2"));
+	record got;
+	assert_int_equal(store_lookup(st, "x1", &got), SS_ENOENT);
+	assert_cursor(st, PEER, PEER_INDEX, 5);
+	assert_int_equal(head_seq(st), 0);
+	/* Records refused before decide runs: no vector, a bad path, peer 0. */
+	decide_log none = {0};
+	recs[0].vv.n = 0;
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 7, decide_take, &none, NULL), SS_EINVAL);
+	recs[0].vv.n = 1;
+	snprintf(recs[1].path, sizeof recs[1].path, "../x2");
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 7, decide_take, &none, NULL), SS_EINVAL);
+	assert_int_equal(store_apply_remote(st, recs, 1, 0, PEER_INDEX, 7, decide_take, &none, NULL), SS_EINVAL);
+	assert_int_equal(none.calls, 0);
+	assert_cursor(st, PEER, PEER_INDEX, 5);
+	store_close(st);
+}
+
+static void test_apply_remote_tombstone(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_tomb");
+	record live = mkrec("gone", PEER, 1);
+	put_tree(st, "soon gone", live.root, &live.size);
+	record recs[3] = {live, mkrec("gone", PEER, 2), mkrec("never-here", PEER, 1)};
+	recs[1].deleted = true;
+	memset(recs[1].root, 0xcd, HASH_LEN); /* no tree: ignored, stored as zeros */
+	recs[1].size = 0;
+	recs[2].deleted = true;
+	decide_log d = {0};
+	unsigned written = 0;
+	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 3, decide_take, &d, &written), 0);
+	assert_int_equal(written, 3);
+	record got;
+	uint8_t zero[HASH_LEN] = {0};
+	assert_int_equal(store_lookup(st, "gone", &got), 0);
+	assert_true(got.deleted);
+	assert_memory_equal(got.root, zero, HASH_LEN);
+	assert_int_equal(store_lookup(st, "never-here", &got), 0);
+	assert_true(got.deleted);
+	/* A replayed tombstone (its root not zeroed by the sender) is identical. */
+	assert_int_equal(store_apply_remote(st, &recs[1], 1, PEER, PEER_INDEX, 4, decide_take, &d, &written), 0);
+	assert_int_equal(written, 0);
+	store_close(st);
+}
+
+/* A local commit right after a replicated record must build on it. */
+static void test_commit_after_apply_remote_dominates(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_commit");
+	record r = mkrec("p", PEER, 5);
+	put_tree(st, "remote", r.root, &r.size);
+	decide_log d = {0};
+	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 1, decide_take, &d, NULL), 0);
+	record mine = mkrec("p", 0, 0);
+	put_tree(st, "local", mine.root, &mine.size);
+	mine.vv.n = 0;
+	assert_int_equal(store_commit(st, &mine), 0);
+	assert_int_equal(vv_compare(&mine.vv, &r.vv), VV_AFTER);
+	assert_int_equal(vv_get(&mine.vv, PEER), 5);
+	assert_int_equal(vv_get(&mine.vv, 0x1111), 1);
+	store_close(st);
+}
+
+#define RACE_N 40
+
+typedef struct race {
+	store *st;
+	uint8_t root[HASH_LEN];
+	uint64_t size;
+	pthread_barrier_t go; /* start together, so the writes interleave */
+} race;
+
+/* Merges the remote vector into whatever is current (MERGE, always). */
+static int decide_merge(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
+{
+	(void)ctx;
+	out[0] = local ? *local : *remote;
+	*n = 1;
+	return local ? vv_merge(&local->vv, &remote->vv, &out[0].vv) : 0;
+}
+
+static void *race_commits(void *arg)
+{
+	race *rc = arg;
+	pthread_barrier_wait(&rc->go);
+	for (int i = 0; i < RACE_N; i++) {
+		record r = mkrec("race", 0, 0);
+		memcpy(r.root, rc->root, HASH_LEN);
+		r.size = rc->size;
+		r.vv.n = 0;
+		if (store_commit(rc->st, &r))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void *race_applies(void *arg)
+{
+	race *rc = arg;
+	pthread_barrier_wait(&rc->go);
+	for (int i = 1; i <= RACE_N; i++) {
+		/* A commit's walk takes the lock once per chunk: without a
+		 * pause this loop would starve it and finish first. */
+		usleep(300);
+		record r = mkrec("race", PEER, (uint64_t)i);
+		memcpy(r.root, rc->root, HASH_LEN);
+		r.size = rc->size;
+		if (store_apply_remote(rc->st, &r, 1, PEER, PEER_INDEX, (uint64_t)i, decide_merge, NULL, NULL))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+typedef struct hist {
+	vvec vv[2 * RACE_N + 4];
+	unsigned n;
+} hist;
+
+static int hist_fn(void *ctx, const record *r)
+{
+	hist *h = ctx;
+	if (h->n < ARRAY_LEN(h->vv))
+		h->vv[h->n++] = r->vv;
+	return 0;
+}
+
+/* Local commits and applied records interleave on one path: every version
+ * must dominate the one before it (no write built on a stale vector). */
+static void test_commit_and_apply_remote_serialize(void **state)
+{
+	(void)state;
+	race rc = {.st = open_store("ar_race")};
+	put_wide_tree(rc.st, rc.root, &rc.size);
+	pthread_barrier_init(&rc.go, NULL, 2);
+	pthread_t a, b;
+	void *ra, *rb;
+	assert_int_equal(pthread_create(&a, NULL, race_commits, &rc), 0);
+	assert_int_equal(pthread_create(&b, NULL, race_applies, &rc), 0);
+	pthread_join(a, &ra);
+	pthread_join(b, &rb);
+	pthread_barrier_destroy(&rc.go);
+	assert_null(ra);
+	assert_null(rb);
+	hist h = {0};
+	assert_int_equal(store_history(rc.st, "race", hist_fn, &h), 0);
+	assert_int_equal(h.n, 2 * RACE_N); /* newest first */
+	for (unsigned i = 0; i + 1 < h.n; i++)
+		assert_int_equal(vv_compare(&h.vv[i], &h.vv[i + 1]), VV_AFTER);
+	assert_int_equal(vv_get(&h.vv[0], 0x1111), RACE_N);
+	assert_int_equal(vv_get(&h.vv[0], PEER), RACE_N);
+	assert_cursor(rc.st, PEER, PEER_INDEX, RACE_N);
+	store_close(rc.st);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -182,6 +654,18 @@ int main(void)
 		cmocka_unit_test(test_since_lists_in_sequence_order),
 		cmocka_unit_test(test_apply_keeps_vector_and_origin),
 		cmocka_unit_test(test_apply_is_all_or_nothing),
+		cmocka_unit_test(test_cursor_fresh_is_zero),
+		cmocka_unit_test(test_cursor_roundtrip_survives_reopen),
+		cmocka_unit_test(test_cursor_table_added_to_old_directory),
+		cmocka_unit_test(test_apply_remote_takes_batch),
+		cmocka_unit_test(test_apply_remote_missing_tree_fails_whole),
+		cmocka_unit_test(test_apply_remote_sees_earlier_in_batch),
+		cmocka_unit_test(test_apply_remote_identical_writes_nothing),
+		cmocka_unit_test(test_apply_remote_conflict_writes_both),
+		cmocka_unit_test(test_apply_remote_decide_error_aborts),
+		cmocka_unit_test(test_apply_remote_tombstone),
+		cmocka_unit_test(test_commit_after_apply_remote_dominates),
+		cmocka_unit_test(test_commit_and_apply_remote_serialize),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	teardown(NULL);
