@@ -96,20 +96,15 @@ static int take_node(getter *g, const uint8_t want[HASH_LEN], const msg *m)
 
 static int take_chunk(getter *g, const tree_entry *e, const msg *m)
 {
-	const uint8_t *p = m->chunk.data;
-	size_t n = m->chunk.len;
-	if (m->chunk.flags & WIRE_CHUNK_ZSTD) {
-		size_t r = ZSTD_decompressDCtx(g->dctx, g->chunk.p, g->chunk.cap, p, n);
-		if (ZSTD_isError(r) || r != m->chunk.raw_len)
-			return ss_fail(SS_ECORRUPT, "a chunk does not decompress to its stated length");
-		p = g->chunk.p;
-		n = r;
-	}
+	const uint8_t *p;
+	size_t n;
+	int rc = wire_chunk_raw(m, g->dctx, g->chunk.p, &p, &n);
+	if (rc)
+		return rc;
 	uint8_t id[HASH_LEN];
 	sha256(p, n, id);
 	if (n != e->size || memcmp(id, e->id, HASH_LEN))
 		return short_id_fail("chunk", e->id);
-	int rc;
 	if (g->out.len + n > g->out.max && (rc = flush_out(g)))
 		return rc;
 	rc = buf_append(&g->out, p, n);

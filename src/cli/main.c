@@ -24,7 +24,7 @@ static const char usage_text[] =
 	"  cert issue --tls DIR --role ROLE --name NAME --out OUTDIR\n"
 	"                                            issue an identity (ROLE: server, tracker, client)\n"
 	"  server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-	"         [--write-quorum majority|all|N] [--tracker HOST:PORT]...\n"
+	"         [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--tracker HOST:PORT]...\n"
 	"                                            run a storage server in the foreground\n"
 	"files:\n"
 	"  put LOCAL_FILE_OR_DIR REMOTE_PATH         upload (an update sends only what changed)\n"
@@ -101,13 +101,15 @@ usage:
 
 static int cmd_server(int argc, char **argv)
 {
-	server_opts o = {.write_quorum = "majority"};
+	server_opts o = {.write_quorum = "majority", .quorum_timeout_ms = SERVER_QUORUM_MS};
+	char *end;
 	static const struct option lopts[] = {{"data", required_argument, 0, 'd'},
 					      {"listen", required_argument, 0, 'l'},
 					      {"tls", required_argument, 0, 't'},
 					      {"peer", required_argument, 0, 'p'},
 					      {"tracker", required_argument, 0, 'T'},
 					      {"write-quorum", required_argument, 0, 'w'},
+					      {"quorum-timeout", required_argument, 0, 'q'},
 					      {"help", no_argument, 0, 'h'},
 					      {0, 0, 0, 0}};
 	optind = 1;
@@ -132,9 +134,18 @@ static int cmd_server(int argc, char **argv)
 			o.trackers[o.ntrackers++] = optarg;
 			break;
 		case 'w': o.write_quorum = optarg; break;
+		case 'q': {
+			double sec = strtod(optarg, &end);
+			if (*end || end == optarg || sec <= 0 || sec > 86400) {
+				fprintf(stderr, "syncstore: server: --quorum-timeout wants seconds, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.quorum_timeout_ms = (int)(sec * 1000);
+			break;
+		}
 		case 'h':
 			printf("usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-			       "       [--write-quorum majority|all|N] [--tracker HOST:PORT]...\n");
+			       "       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--tracker HOST:PORT]...\n");
 			return 0;
 		default: goto usage;
 		}
@@ -144,7 +155,7 @@ static int cmd_server(int argc, char **argv)
 	return server_main(&o);
 usage:
 	fprintf(stderr, "usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-			"       [--write-quorum majority|all|N] [--tracker HOST:PORT]...\n");
+			"       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--tracker HOST:PORT]...\n");
 	return EXIT_USAGE;
 }
 

@@ -63,7 +63,7 @@ int msgio_expect(msgio *io, uint8_t type, msg *m)
 	if (m->type == type)
 		return 0;
 	if (m->type == MSG_ERROR) {
-		int code = m->error.code < 0 && m->error.code >= SS_EREMOTE ? m->error.code : SS_EREMOTE;
+		int code = m->error.code < 0 && m->error.code >= SS_EUNAVAIL ? m->error.code : SS_EREMOTE;
 		return ss_fail(code, "%s", m->error.text);
 	}
 	return ss_fail(SS_EPROTO, "unexpected message type %u (wanted %u)", m->type, type);

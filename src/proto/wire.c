@@ -141,6 +141,7 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 		m->put.flags = get32(&r);
 		break;
 	case MSG_OFFER:
+	case MSG_READ:
 		m->offer.count = get16(&r);
 		if (m->offer.count > WIRE_MAX_OFFER)
 			return ss_fail(SS_EPROTO, "offer of %u ids exceeds the limit of %u", m->offer.count, WIRE_MAX_OFFER);
@@ -216,6 +217,22 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 		s->durable_of = get16(&r);
 		break;
 	}
+	case MSG_PULL:
+		m->pull.index_id = get64(&r);
+		m->pull.after = get64(&r);
+		m->pull.limit = get32(&r);
+		m->pull.wait_ms = get32(&r);
+		break;
+	case MSG_PULLED:
+		m->pulled.index_id = get64(&r);
+		m->pulled.head = get64(&r);
+		m->pulled.files = get64(&r);
+		m->pulled.bytes = get64(&r);
+		get_id(&r, m->pulled.digest);
+		break;
+	case MSG_MISSING:
+		get_id(&r, m->missing.id);
+		break;
 	default:
 		return ss_fail(SS_EPROTO, "unknown message type %u", type);
 	}
@@ -456,6 +473,52 @@ int wire_server_info(buf *b, const wire_server *v)
 	rc |= buf_append(b, v->digest, HASH_LEN);
 	rc |= put16(b, v->durable_of);
 	return frame_done(b, s, rc);
+}
+
+int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint32_t limit, uint32_t wait_ms)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_PULL, 24);
+	rc |= put64(b, index_id);
+	rc |= put64(b, after);
+	rc |= put32(b, limit);
+	rc |= put32(b, wait_ms);
+	return frame_done(b, s, rc);
+}
+
+int wire_pulled(buf *b, uint64_t index_id, uint64_t head, uint64_t files, uint64_t bytes,
+		const uint8_t digest[HASH_LEN])
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_PULLED, 32 + HASH_LEN);
+	rc |= put64(b, index_id);
+	rc |= put64(b, head);
+	rc |= put64(b, files);
+	rc |= put64(b, bytes);
+	rc |= buf_append(b, digest, HASH_LEN);
+	return frame_done(b, s, rc);
+}
+
+int wire_missing(buf *b, const uint8_t id[HASH_LEN])
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_MISSING, HASH_LEN);
+	rc |= buf_append(b, id, HASH_LEN);
+	return frame_done(b, s, rc);
+}
+
+int wire_chunk_raw(const msg *m, struct ZSTD_DCtx_s *dctx, uint8_t *scratch, const uint8_t **p, size_t *n)
+{
+	*p = m->chunk.data;
+	*n = m->chunk.len;
+	if (!(m->chunk.flags & WIRE_CHUNK_ZSTD))
+		return 0;
+	size_t r = ZSTD_decompressDCtx(dctx, scratch, CDC_MAX, m->chunk.data, m->chunk.len);
+	if (ZSTD_isError(r) || r != m->chunk.raw_len)
+		return ss_fail(SS_ECORRUPT, "a chunk does not decompress to its stated length");
+	*p = scratch;
+	*n = r;
+	return 0;
 }
 
 /* ---- CHUNK frames built in place ---- */

@@ -64,7 +64,15 @@ enum wire_type {
 
 	MSG_STATUS = 40, /* (empty) — SERVER…, END */
 	MSG_SERVER = 41, /* one server's state, see wire_server */
+
+	/* Between servers (both ends hold server certificates). */
+	MSG_PULL = 50,    /* index_id u64, after u64, limit u32, wait_ms u32 — ENTRY…, PULLED */
+	MSG_PULLED = 51,  /* index_id u64, head u64, files u64, bytes u64, digest id */
+	MSG_READ = 52,    /* count u16, ids[count] — per id in order: CHUNK or MISSING */
+	MSG_MISSING = 53, /* id: not stored here (or failed verification) */
 };
+
+#define WIRE_PULL_MAX 1024 /* records in one PULL reply */
 
 #define WIRE_RM_RECURSIVE 1u
 #define WIRE_CHUNK_ZSTD 1u
@@ -96,6 +104,9 @@ typedef struct msg {
 		struct { char from[SS_PATH_MAX + 1], to[SS_PATH_MAX + 1]; } mv;
 		record rec; /* META, ENTRY */
 		wire_server server;
+		struct { uint64_t index_id, after; uint32_t limit, wait_ms; } pull;
+		struct { uint64_t index_id, head, files, bytes; uint8_t digest[HASH_LEN]; } pulled;
+		struct { uint8_t id[HASH_LEN]; } missing;
 	};
 } msg;
 
@@ -110,7 +121,7 @@ int wire_error(buf *b, int code, const char *text);
 int wire_ok(buf *b, uint64_t value);
 int wire_empty(buf *b, uint8_t type); /* END, SYNC, STATUS */
 int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mtime_ns, uint32_t flags);
-int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count); /* OFFER */
+int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count); /* OFFER, READ */
 int wire_want(buf *b, const uint8_t *bits, uint16_t count);
 int wire_node(buf *b, const uint8_t *node, size_t len);
 int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_len, const void *data, size_t len);
@@ -121,6 +132,10 @@ int wire_rm(buf *b, const char *path, uint32_t flags);
 int wire_mv(buf *b, const char *from, const char *to);
 int wire_record(buf *b, uint8_t type, const record *r); /* META, ENTRY */
 int wire_server_info(buf *b, const wire_server *s);
+int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint32_t limit, uint32_t wait_ms);
+int wire_pulled(buf *b, uint64_t index_id, uint64_t head, uint64_t files, uint64_t bytes,
+		const uint8_t digest[HASH_LEN]);
+int wire_missing(buf *b, const uint8_t id[HASH_LEN]);
 
 /*
  * CHUNK frames built in place: wire_chunk_open reserves a frame for raw_len
@@ -130,6 +145,7 @@ int wire_server_info(buf *b, const wire_server *s);
  * chunk that did not pay, the next 2^k chunks are not tried (k grows to 6,
  * and resets on a chunk that pays), so random data costs ~1/64 of the tries.
  */
+struct ZSTD_DCtx_s;
 typedef struct wire_zstd {
 	struct ZSTD_CCtx_s *cctx;
 	buf scratch;
@@ -139,6 +155,12 @@ void wire_zstd_init(wire_zstd *z);
 void wire_zstd_free(wire_zstd *z);
 int wire_chunk_open(buf *b, const uint8_t id[HASH_LEN], uint32_t raw_len, uint8_t **payload, size_t *start);
 int wire_chunk_close(buf *b, size_t start, wire_zstd *z);
+
+/* The raw bytes of a received CHUNK (m): its payload, or the payload
+ * decompressed into scratch (CDC_MAX bytes) with dctx.  SS_ECORRUPT if it
+ * does not decompress to its stated length.  The hash is the caller's to
+ * check. */
+int wire_chunk_raw(const msg *m, struct ZSTD_DCtx_s *dctx, uint8_t *scratch, const uint8_t **p, size_t *n);
 
 /* Negotiate: the version both speak, or SS_EPROTO. */
 int wire_negotiate(const msg *hello, uint16_t *version);

@@ -7,6 +7,7 @@
  * their leases), wait for the threads, close the store, exit 0.
  */
 #include "server.h"
+#include "peer.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -137,6 +138,156 @@ static void shutdown_connections(void)
 	}
 }
 
+void server_changed(server *srv)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	srv->chg_gen++;
+	pthread_cond_broadcast(&srv->chg_cv);
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
+uint64_t server_change_gen(server *srv)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	uint64_t gen = srv->chg_gen;
+	pthread_mutex_unlock(&srv->chg_mu);
+	return gen;
+}
+
+void server_wait_change(server *srv, uint64_t gen, int ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += ms / 1000;
+	deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&srv->chg_mu);
+	while (srv->chg_gen == gen && !srv->stopping)
+		if (pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
+bool server_stopping(server *srv)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	bool stop = srv->stopping;
+	pthread_mutex_unlock(&srv->chg_mu);
+	return stop;
+}
+
+static peer_ack *ack_of(server *srv, uint64_t node)
+{
+	for (unsigned i = 0; i < srv->nacks; i++)
+		if (srv->acks[i].node == node)
+			return &srv->acks[i];
+	if (srv->nacks == ARRAY_LEN(srv->acks))
+		return NULL;
+	peer_ack *a = &srv->acks[srv->nacks++];
+	*a = (peer_ack){.node = node};
+	return a;
+}
+
+void server_peer_live(server *srv, uint64_t node, int delta)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	peer_ack *a = ack_of(srv, node);
+	if (a)
+		a->live = (unsigned)((int)a->live + delta);
+	pthread_cond_broadcast(&srv->chg_cv);
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
+void server_peer_acked(server *srv, uint64_t node, uint64_t acked)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	peer_ack *a = ack_of(srv, node);
+	if (a && acked > a->acked) {
+		a->acked = acked;
+		pthread_cond_broadcast(&srv->chg_cv);
+	}
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
+static unsigned copies_locked(server *srv, uint64_t seq)
+{
+	unsigned n = 1;
+	for (unsigned i = 0; i < srv->nacks; i++)
+		n += srv->acks[i].acked >= seq;
+	return n;
+}
+
+unsigned server_copies(server *srv, uint64_t seq)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	unsigned n = copies_locked(srv, seq);
+	pthread_mutex_unlock(&srv->chg_mu);
+	return n;
+}
+
+int server_quorum_ready(server *srv)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	unsigned live = 0;
+	for (unsigned i = 0; i < srv->nacks; i++)
+		live += srv->acks[i].live > 0;
+	pthread_mutex_unlock(&srv->chg_mu);
+	if (live + 1 >= srv->write_quorum)
+		return 0;
+	return ss_fail(SS_EUNAVAIL,
+		       "write quorum not available: %u of %u servers connected, %u needed (nothing was written)",
+		       live + 1, srv->cluster_size, srv->write_quorum);
+}
+
+int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	int ms = srv->opts->quorum_timeout_ms > 0 ? srv->opts->quorum_timeout_ms : SERVER_QUORUM_MS;
+	deadline.tv_sec += ms / 1000;
+	deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&srv->chg_mu);
+	while (copies_locked(srv, seq) < srv->write_quorum && !srv->stopping)
+		if (pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline) == ETIMEDOUT)
+			break;
+	unsigned n = copies_locked(srv, seq);
+	pthread_mutex_unlock(&srv->chg_mu);
+	*copies = n;
+	if (n >= srv->write_quorum)
+		return 0;
+	return ss_fail(SS_EUNAVAIL, "not acknowledged: stored on %u of %u servers, may still appear", n,
+		       srv->cluster_size);
+}
+
+/* "majority", "all" or a number 1..N. */
+static int parse_quorum(const char *s, unsigned n, unsigned *out)
+{
+	char *end;
+	if (!strcmp(s, "majority"))
+		*out = n / 2 + 1;
+	else if (!strcmp(s, "all"))
+		*out = n;
+	else if ((*out = (unsigned)strtoul(s, &end, 10)) < 1 || *end || *out > n)
+		return ss_fail(SS_EINVAL, "--write-quorum %s: expected majority, all or a number from 1 to %u (the "
+					  "cluster has %u servers)", s, n, n);
+	return 0;
+}
+
+uint64_t node_short_id(const uint8_t id[HASH_LEN])
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | id[i];
+	return v;
+}
+
 /* Node name for a first-start identity: "server-HOST-PORT". */
 static void node_name(const char *listen, char *out, size_t n)
 {
@@ -148,8 +299,11 @@ static void node_name(const char *listen, char *out, size_t n)
 
 int server_main(const server_opts *o)
 {
-	server srv = {.opts = o};
-	char crt[PATH_MAX], key[PATH_MAX], name[96];
+	static server srv; /* large (paths); peer threads keep a pointer */
+	srv.opts = o;
+	pthread_mutex_init(&srv.chg_mu, NULL);
+	pthread_cond_init(&srv.chg_cv, NULL);
+	char *crt = srv.crt, *key = srv.key, name[96];
 	int rc;
 
 	/* Blocked before any thread starts (the store's flusher, connection
@@ -160,9 +314,13 @@ int server_main(const server_opts *o)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-	if (o->npeers > 0 || o->ntrackers > 0)
-		log_warn("--peer and --tracker are accepted but replication and tracker registration are not "
-			 "implemented yet: this server runs alone");
+	if (o->ntrackers > 0)
+		log_warn("--tracker is accepted but tracker registration is not implemented yet");
+	srv.cluster_size = (unsigned)o->npeers + 1;
+	if ((rc = parse_quorum(o->write_quorum, srv.cluster_size, &srv.write_quorum))) {
+		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		return 2;
+	}
 	if ((rc = store_open(o->data, &srv.st))) {
 		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
 		return 1;
@@ -174,10 +332,7 @@ int server_main(const server_opts *o)
 		store_close(srv.st);
 		return 1;
 	}
-	uint64_t short_id = 0;
-	for (int i = 0; i < 8; i++)
-		short_id = short_id << 8 | srv.node_id[i];
-	store_set_node(srv.st, short_id);
+	store_set_node(srv.st, node_short_id(srv.node_id));
 
 	g.ctx = tls_ctx_new(o->tls, crt, key, 1);
 	if (!g.ctx) {
@@ -199,6 +354,18 @@ int server_main(const server_opts *o)
 	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0) {
 		fprintf(stderr, "syncstore server: cannot watch for signals: %s\n", strerror(errno));
+		close(lfd);
+		SSL_CTX_free(g.ctx);
+		store_close(srv.st);
+		return 1;
+	}
+
+	if ((rc = peers_start(&srv))) {
+		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		srv.stopping = true;
+		peers_stop(&srv);
+		peers_free(&srv);
+		close(sfd);
 		close(lfd);
 		SSL_CTX_free(g.ctx);
 		store_close(srv.st);
@@ -228,7 +395,13 @@ int server_main(const server_opts *o)
 		reap_slow_handshakes();
 	}
 	close(lfd);
+	pthread_mutex_lock(&srv.chg_mu);
+	srv.stopping = true;
+	pthread_cond_broadcast(&srv.chg_cv);
+	pthread_mutex_unlock(&srv.chg_mu);
+	peers_stop(&srv);
 	shutdown_connections();
+	peers_free(&srv);
 	store_close(srv.st);
 	SSL_CTX_free(g.ctx);
 	close(sfd);

@@ -7,6 +7,9 @@
 #ifndef SS_SERVER_H
 #define SS_SERVER_H
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../net/msgio.h"
@@ -26,15 +29,61 @@ typedef struct server_opts {
 	const char *trackers[16];
 	int ntrackers;
 	const char *write_quorum;
+	int quorum_timeout_ms; /* how long a write waits for its acknowledgements */
 } server_opts;
+
+#define SERVER_QUORUM_MS 30000 /* default of --quorum-timeout */
+
+/*
+ * What this server knows of a peer that pulls from it: a PULL's cursor over
+ * our index says the peer has applied — durably, in the transaction that
+ * stored that cursor — every record of ours up to it.  So it is the
+ * peer's acknowledgement of those writes, and the write quorum counts it.
+ */
+typedef struct peer_ack {
+	uint64_t node;  /* short id */
+	uint64_t acked; /* our highest seq it has applied */
+	unsigned live;  /* its sessions open here now */
+} peer_ack;
 
 typedef struct server {
 	const server_opts *opts;
 	store *st;
 	uint8_t node_id[HASH_LEN];
+	char crt[PATH_MAX], key[PATH_MAX]; /* this node's identity */
+	/* Change notification: chg_gen grows after every local commit and
+	 * every applied batch of records, waking PULLs held by peers. */
+	pthread_mutex_t chg_mu;
+	pthread_cond_t chg_cv;
+	uint64_t chg_gen;
+	bool stopping;
+	peer_ack acks[64]; /* under chg_mu */
+	unsigned nacks;
+	unsigned cluster_size, write_quorum; /* N, W */
+	struct peers *peers; /* peer.c */
 } server;
 
 int server_main(const server_opts *o);
+
+void server_changed(server *srv);
+uint64_t server_change_gen(server *srv);
+/* Wait until the generation is no longer gen, the server stops, or ms pass. */
+void server_wait_change(server *srv, uint64_t gen, int ms);
+bool server_stopping(server *srv);
+/* A peer's session opened (+1) or closed (-1); a PULL it sent says it has
+ * applied our records up to `acked` (over our current index). */
+void server_peer_live(server *srv, uint64_t node, int delta);
+void server_peer_acked(server *srv, uint64_t node, uint64_t acked);
+/* Before a write: fail unless W-1 peers are connected to take it. */
+int server_quorum_ready(server *srv);
+/* After committing seq: wait until W servers (this one included) hold it
+ * durably, or --quorum-timeout; *copies gets how many do. */
+int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies);
+/* How many servers hold our record seq durably (this one included). */
+unsigned server_copies(server *srv, uint64_t seq);
+
+/* Short node id (first 8 bytes, big-endian): the name in version vectors. */
+uint64_t node_short_id(const uint8_t id[HASH_LEN]);
 
 /* Serve one authenticated connection until it closes (session.c). */
 void session_run(server *srv, conn *c);

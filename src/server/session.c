@@ -28,8 +28,11 @@
  * verifier's VERIFIER_SLOTS chunk buffers (~1 MiB) and the batch's wanted ids.
  */
 #include "server.h"
+#include "peer.h"
 #include "verifier.h"
+#include "../core/repl.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -60,6 +63,8 @@ typedef struct session {
 	put_batch batches[SESSION_MAX_BATCHES]; /* open put batches, a ring */
 	unsigned bhead, nbatches;
 	verifier *v; /* started by the session's first put */
+	uint64_t last_write; /* seq of this session's latest commit */
+	bool peer_live;      /* counted in server_peer_live */
 } session;
 
 /* Reply with an ERROR frame carrying the current message for rc. */
@@ -211,8 +216,12 @@ static int put_commit(session *s, record *rec)
 	int rc = store_commit(s->srv->st, rec);
 	if (rc)
 		return rc;
+	server_changed(s->srv);
 	log_info("put %s: %llu bytes, version %llu", rec->path, (unsigned long long)rec->size,
 		 (unsigned long long)rec->seq);
+	unsigned copies;
+	if ((rc = server_quorum_wait(s->srv, rec->seq, &copies)))
+		return rc;
 	return wire_ok(&s->io.out, rec->seq);
 }
 
@@ -245,6 +254,10 @@ static int do_put(session *s)
 	rec->mode = s->m.put.mode & 07777;
 	rec->mtime_ns = s->m.put.mtime_ns;
 
+	/* Refuse before anything is stored if the write could not be
+	 * acknowledged anyway. */
+	if ((rc = server_quorum_ready(s->srv)))
+		goto out;
 	uint64_t lease = store_lease_begin(s->srv->st);
 	if (!s->v)
 		s->v = verifier_start(s->srv->st);
@@ -439,7 +452,7 @@ static int do_stat(session *s)
 		rc = wire_record(&s->io.out, MSG_ENTRY, rec);
 	/* Durable on how many of how many servers (one server, for now). */
 	if (!rc)
-		rc = wire_ok(&s->io.out, (uint64_t)1 << 32 | 1);
+		rc = wire_ok(&s->io.out, (uint64_t)server_copies(s->srv, rec->seq) << 32 | s->srv->cluster_size);
 	free(rec);
 	return rc;
 }
@@ -478,6 +491,10 @@ static int tombstone(session *s, const char *path)
 	rec->deleted = true;
 	rec->mtime_ns = now_wall_ns();
 	int rc = store_commit(s->srv->st, rec);
+	if (!rc) {
+		s->last_write = rec->seq;
+		server_changed(s->srv);
+	}
 	free(rec);
 	return rc;
 }
@@ -486,7 +503,7 @@ static int do_rm(session *s)
 {
 	const char *path = s->m.rm.path;
 	int rc = path_check(path, strlen(path));
-	if (rc)
+	if (rc || (rc = server_quorum_ready(s->srv)))
 		return rc;
 	record *rec = xmalloc(sizeof *rec);
 	rc = store_lookup(s->srv->st, path, rec);
@@ -513,7 +530,9 @@ static int do_rm(session *s)
 	if (!removed)
 		return ss_fail(SS_ENOENT, "no such file: %s", path);
 	log_info("rm %s: %llu removed", path, (unsigned long long)removed);
-	return wire_ok(&s->io.out, removed);
+	unsigned copies;
+	rc = server_quorum_wait(s->srv, s->last_write, &copies);
+	return rc ? rc : wire_ok(&s->io.out, removed);
 }
 
 static int do_mv(session *s)
@@ -524,9 +543,16 @@ static int do_mv(session *s)
 	if (rc)
 		return rc;
 	record *rec = xmalloc(sizeof *rec);
-	rc = store_rename(s->srv->st, s->m.mv.from, s->m.mv.to, rec);
+	rc = server_quorum_ready(s->srv);
+	if (!rc)
+		rc = store_rename(s->srv->st, s->m.mv.from, s->m.mv.to, rec);
 	uint64_t seq = rec->seq;
 	free(rec);
+	unsigned copies;
+	if (!rc) {
+		server_changed(s->srv);
+		rc = server_quorum_wait(s->srv, seq, &copies);
+	}
 	if (rc == SS_ENOENT)
 		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.mv.from);
 	return rc ? rc : wire_ok(&s->io.out, seq);
@@ -548,7 +574,102 @@ static int do_status(session *s)
 	w.chunk_bytes = st.chunk_bytes;
 	memcpy(w.digest, st.digest, HASH_LEN);
 	rc = wire_server_info(&s->io.out, &w);
+	/* Then every peer as this server last heard from it. */
+	peer_info pi;
+	for (unsigned i = 0; !rc && peers_info(s->srv, i, &pi); i++) {
+		wire_server v = {.connected = pi.connected, .durable_of = 1};
+		memcpy(v.id, pi.id, HASH_LEN);
+		snprintf(v.addr, sizeof v.addr, "%s", pi.addr);
+		v.head_seq = pi.head;
+		v.pending_records = pi.head > pi.cursor ? pi.head - pi.cursor : 0;
+		v.files = pi.files;
+		v.bytes = pi.bytes;
+		memcpy(v.digest, pi.digest, HASH_LEN);
+		rc = wire_server_info(&s->io.out, &v);
+	}
 	return rc ? rc : wire_empty(&s->io.out, MSG_END);
+}
+
+/* ---- serving peers ---- */
+
+typedef struct pull_out {
+	session *s;
+	unsigned n;
+} pull_out;
+
+static int pull_entry(void *ctx, const record *r)
+{
+	pull_out *po = ctx;
+	po->n++;
+	int rc = wire_record(&po->s->io.out, MSG_ENTRY, r);
+	return rc ? rc : msgio_maybe_flush(&po->s->io);
+}
+
+/* While a PULL is held the peer sends nothing: anything readable is its
+ * connection closing. */
+static bool peer_spoke(session *s)
+{
+	struct pollfd p = {.fd = s->c->fd, .events = POLLIN | POLLRDHUP};
+	return poll(&p, 1, 0) > 0;
+}
+
+/*
+ * PULL: the records after the peer's cursor (from 0 if its cursor is over
+ * another index id: our data directory is not the one it knew), then
+ * PULLED with our index id and state.  With nothing new, hold the request
+ * until something changes or wait_ms pass (long poll).
+ */
+static int do_pull(session *s)
+{
+	server *srv = s->srv;
+	uint64_t index_id = store_index_id(srv->st);
+	uint64_t after = repl_pull_after(s->m.pull.index_id, s->m.pull.after, index_id);
+	/* Its cursor over our index: it holds our records up to there. */
+	if (s->m.pull.index_id == index_id)
+		server_peer_acked(srv, node_short_id(s->c->peer.id), after);
+	unsigned limit = s->m.pull.limit && s->m.pull.limit < WIRE_PULL_MAX ? s->m.pull.limit : WIRE_PULL_MAX;
+	uint32_t wait_ms = s->m.pull.wait_ms < 60000 ? s->m.pull.wait_ms : 60000;
+	double deadline = now_mono() + wait_ms / 1000.0;
+	pull_out po = {.s = s};
+	for (;;) {
+		uint64_t gen = server_change_gen(srv);
+		int rc = store_since(srv->st, after, limit, pull_entry, &po);
+		if (rc)
+			return rc;
+		double left = deadline - now_mono();
+		if (po.n || left <= 0 || server_stopping(srv) || peer_spoke(s))
+			break;
+		/* In slices, so a peer that went away is noticed (and stops
+		 * counting as connected for the write quorum) within ~0.2 s. */
+		server_wait_change(srv, gen, left > 0.2 ? 200 : (int)(left * 1000) + 1);
+	}
+	store_stats st;
+	int rc = store_stats_get(srv->st, &st);
+	return rc ? rc : wire_pulled(&s->io.out, index_id, st.head_seq, st.files, st.bytes, st.digest);
+}
+
+/* READ: each id's bytes as a CHUNK, or MISSING.  A copy that fails
+ * verification is forgotten (read_tree_chunk's rule) and reported missing. */
+static int do_read(session *s)
+{
+	uint16_t n = s->m.offer.count;
+	uint8_t *ids = xmalloc((size_t)n * HASH_LEN + 1);
+	memcpy(ids, s->m.offer.ids, (size_t)n * HASH_LEN);
+	int rc = 0;
+	for (unsigned i = 0; i < n && !rc; i++) {
+		const uint8_t *id = ids + (size_t)i * HASH_LEN;
+		rc = store_get_chunk(s->srv->st, id, &s->chunk);
+		if (rc == SS_ECORRUPT) {
+			log_err("%s: dropped from the index until a peer sends it again", ss_errmsg(rc));
+			store_forget(s->srv->st, id);
+		}
+		if (rc == SS_ENOENT || rc == SS_ECORRUPT)
+			rc = wire_missing(&s->io.out, id);
+		else if (!rc)
+			rc = send_chunk(s, id);
+	}
+	free(ids);
+	return rc;
 }
 
 /*
@@ -588,8 +709,8 @@ void session_run(server *srv, conn *c)
 	hex_encode(c->peer.id, HASH_LEN, hex);
 
 	int rc;
-	if (c->peer.role != ROLE_CLIENT) {
-		rc = ss_fail(SS_EAUTH, "role %s may not use the client interface", tls_role_name(c->peer.role));
+	if (c->peer.role != ROLE_CLIENT && c->peer.role != ROLE_SERVER) {
+		rc = ss_fail(SS_EAUTH, "role %s may not use this server", tls_role_name(c->peer.role));
 		log_info("peer %.16s (%s) refused: %s", hex, c->peer.name, ss_errmsg(rc));
 		reply_error(s, rc);
 		goto out;
@@ -609,7 +730,19 @@ void session_run(server *srv, conn *c)
 		rc = msgio_recv(&s->io, &s->m);
 		if (rc == SS_ECLOSED)
 			break;
-		if (!rc) {
+		if (!rc && c->peer.role == ROLE_SERVER && !s->peer_live) {
+			s->peer_live = true;
+			server_peer_live(srv, node_short_id(c->peer.id), +1);
+		}
+		if (!rc && c->peer.role == ROLE_SERVER) {
+			/* A peer: replication only. */
+			switch (s->m.type) {
+			case MSG_PULL: rc = do_pull(s); break;
+			case MSG_READ: rc = do_read(s); break;
+			case MSG_STATUS: rc = do_status(s); break;
+			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u from a peer", s->m.type);
+			}
+		} else if (!rc) {
 			switch (s->m.type) {
 			case MSG_PUT:
 				/* A failed put leaves the client mid-stream: the
@@ -644,6 +777,8 @@ void session_run(server *srv, conn *c)
 			break;
 	}
 out:
+	if (s->peer_live)
+		server_peer_live(srv, node_short_id(c->peer.id), -1);
 	wire_zstd_free(&s->z);
 	verifier_stop(s->v);
 	for (unsigned i = 0; i < SESSION_MAX_BATCHES; i++) {

@@ -32,7 +32,8 @@
 	X(SS_EFORMAT, -14, "unsupported format")                  \
 	X(SS_EPERM, -15, "permission denied")                     \
 	X(SS_ETIMEDOUT, -16, "timed out")                         \
-	X(SS_EREMOTE, -17, "server error")
+	X(SS_EREMOTE, -17, "server error")                        \
+	X(SS_EUNAVAIL, -18, "quorum unavailable")
 
 enum {
 #define SS_X(name, val, text) name = val,

@@ -1,0 +1,395 @@
+/* peer.c — links to the other servers: pull their change logs (see peer.h). */
+#include "peer.h"
+#include "../core/repl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <zstd.h>
+
+typedef struct peer {
+	server *srv;
+	struct peers *all;
+	pthread_t thread;
+	bool started;
+	char addr[128];
+	char pin[HASH_HEX_LEN + 1]; /* hex node id (or a prefix of it); "" = any */
+	int fd;                     /* the live link's socket, -1: none (under all->mu) */
+	peer_info info;             /* under all->mu */
+} peer;
+
+struct peers {
+	pthread_mutex_t mu;
+	SSL_CTX *ctx; /* client side of the links, this node's identity */
+	unsigned n;
+	peer *v;
+};
+
+/* One connection to a peer. */
+typedef struct link {
+	peer *p;
+	store *st;
+	conn c;
+	msgio io;
+	msg *m;
+	ZSTD_DCtx *dctx;
+	uint8_t *scratch; /* CDC_MAX: decompressed chunks */
+	record *recs;     /* PEER_PULL_BATCH */
+	uint64_t peer_short;
+	repl_counts counts;
+} link;
+
+/* ---- fetching trees ---- */
+
+/* Send READ for n ids; then the replies come in the same order. */
+static int send_read(link *l, const uint8_t *ids, unsigned n)
+{
+	int rc = wire_ids(&l->io.out, MSG_READ, ids, (uint16_t)n);
+	return rc ? rc : msgio_flush(&l->io);
+}
+
+/* The next READ reply, which must be the bytes of id: verified, raw in
+ * p and n (valid until the next receive). */
+static int recv_chunk(link *l, const uint8_t id[HASH_LEN], const uint8_t **p, size_t *n)
+{
+	char hex[HASH_HEX_LEN + 1];
+	int rc = msgio_recv(&l->io, l->m);
+	if (rc)
+		return rc;
+	if (l->m->type == MSG_MISSING) {
+		hex_encode(id, HASH_LEN, hex);
+		return ss_fail(SS_ENOENT, "peer %s does not have chunk %.16s", l->p->addr, hex);
+	}
+	if (l->m->type == MSG_ERROR)
+		return ss_fail(SS_EREMOTE, "peer %s: %s", l->p->addr, l->m->error.text);
+	if (l->m->type != MSG_CHUNK)
+		return ss_fail(SS_EPROTO, "peer %s answered READ with message type %u", l->p->addr, l->m->type);
+	if ((rc = wire_chunk_raw(l->m, l->dctx, l->scratch, p, n)))
+		return rc;
+	uint8_t got[HASH_LEN];
+	sha256(*p, *n, got);
+	if (memcmp(got, id, HASH_LEN)) {
+		hex_encode(id, HASH_LEN, hex);
+		return ss_fail(SS_ECORRUPT, "peer %s sent bytes that do not match chunk %.16s", l->p->addr, hex);
+	}
+	return 0;
+}
+
+/* Fetch the data chunks of a level-1 node that are not here. */
+static int fetch_chunks(link *l, const tree_node *nd)
+{
+	uint8_t ids[TREE_MAX_FANOUT * HASH_LEN];
+	unsigned n = 0;
+	for (unsigned i = 0; i < nd->count; i++) {
+		tree_entry e;
+		tree_node_entry(nd, i, &e);
+		int have = store_has(l->st, e.id);
+		if (have < 0)
+			return have;
+		bool dup = false;
+		for (unsigned j = 0; j < n && !dup; j++)
+			dup = !memcmp(ids + j * HASH_LEN, e.id, HASH_LEN);
+		if (!have && !dup)
+			memcpy(ids + n++ * HASH_LEN, e.id, HASH_LEN);
+	}
+	if (!n)
+		return 0;
+	int rc = send_read(l, ids, n);
+	for (unsigned i = 0; i < n && !rc; i++) {
+		const uint8_t *p;
+		size_t len;
+		if (!(rc = recv_chunk(l, ids + i * HASH_LEN, &p, &len)))
+			rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len);
+	}
+	return rc;
+}
+
+/*
+ * Make the tree under id complete here: fetch the node unless it is already
+ * marked complete, then whatever of its subtree is missing, then mark it
+ * (store_put_node) — children first, so a mark always means a whole
+ * subtree.  Depth is bounded by TREE_MAX_LEVEL.
+ */
+static int fetch_tree(link *l, const uint8_t id[HASH_LEN], int level, unsigned depth)
+{
+	int rc = store_has_node(l->st, id);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	if (depth > TREE_MAX_LEVEL)
+		return ss_fail(SS_ECORRUPT, "tree from peer %s is deeper than %d levels", l->p->addr, TREE_MAX_LEVEL);
+	uint8_t body[TREE_NODE_MAX];
+	const uint8_t *p;
+	size_t len;
+	if ((rc = send_read(l, id, 1)) || (rc = recv_chunk(l, id, &p, &len)))
+		return rc;
+	if (len > TREE_NODE_MAX)
+		return ss_fail(SS_ECORRUPT, "tree node from peer %s is too large", l->p->addr);
+	memcpy(body, p, len);
+	tree_node nd;
+	if ((rc = tree_node_decode(body, len, &nd)))
+		return rc;
+	if (level >= 0 && nd.level != level)
+		return ss_fail(SS_ECORRUPT, "tree node from peer %s at the wrong level", l->p->addr);
+	if (nd.level == 1) {
+		rc = fetch_chunks(l, &nd);
+	} else {
+		for (unsigned i = 0; i < nd.count && !rc; i++) {
+			tree_entry e;
+			tree_node_entry(&nd, i, &e);
+			rc = fetch_tree(l, e.id, nd.level - 1, depth + 1);
+		}
+	}
+	return rc ? rc : store_put_node(l->st, id, body, len);
+}
+
+/* ---- pulling ---- */
+
+static void set_info(link *l, const msg *pulled, uint64_t cursor)
+{
+	peer *p = l->p;
+	pthread_mutex_lock(&p->all->mu);
+	p->info.index_id = pulled->pulled.index_id;
+	p->info.head = pulled->pulled.head;
+	p->info.files = pulled->pulled.files;
+	p->info.bytes = pulled->pulled.bytes;
+	memcpy(p->info.digest, pulled->pulled.digest, HASH_LEN);
+	p->info.cursor = cursor;
+	pthread_mutex_unlock(&p->all->mu);
+}
+
+/* One PULL: receive what is new, complete the trees, apply in one go. */
+static int pull_once(link *l)
+{
+	uint64_t index_id, cursor;
+	int rc = store_cursor_get(l->st, l->peer_short, &index_id, &cursor);
+	if (rc || (rc = wire_pull(&l->io.out, index_id, cursor, PEER_PULL_BATCH, PEER_WAIT_MS)) ||
+	    (rc = msgio_flush(&l->io)))
+		return rc;
+	unsigned n = 0;
+	for (;;) {
+		if ((rc = msgio_recv(&l->io, l->m)))
+			return rc;
+		if (l->m->type == MSG_PULLED)
+			break;
+		if (l->m->type == MSG_ERROR)
+			return ss_fail(SS_EREMOTE, "peer %s: %s", l->p->addr, l->m->error.text);
+		if (l->m->type != MSG_ENTRY || n == PEER_PULL_BATCH)
+			return ss_fail(SS_EPROTO, "peer %s answered PULL with message type %u (record %u)", l->p->addr,
+				       l->m->type, n);
+		l->recs[n++] = l->m->rec;
+	}
+	msg pulled = *l->m;
+	/* A new index id means the peer's data directory is new: its records
+	 * come again from the start, and the cursor restarts with them. */
+	uint64_t peer_index = pulled.pulled.index_id;
+	if (!n) {
+		if (peer_index != index_id && (rc = store_cursor_set(l->st, l->peer_short, peer_index, 0)))
+			return rc;
+		set_info(l, &pulled, peer_index != index_id ? 0 : cursor);
+		return 0;
+	}
+	for (unsigned i = 0; i < n && !rc; i++)
+		if (!l->recs[i].deleted)
+			rc = fetch_tree(l, l->recs[i].root, -1, 0);
+	uint64_t last = l->recs[n - 1].seq;
+	unsigned written = 0;
+	if (!rc)
+		rc = store_apply_remote(l->st, l->recs, n, l->peer_short, peer_index, last, repl_decide, &l->counts,
+					&written);
+	if (rc)
+		return rc;
+	if (written)
+		server_changed(l->p->srv);
+	set_info(l, &pulled, last);
+	return 0;
+}
+
+/* ---- the link ---- */
+
+static int check_peer(link *l)
+{
+	peer *p = l->p;
+	char hex[HASH_HEX_LEN + 1];
+	hex_encode(l->c.peer.id, HASH_LEN, hex);
+	if (l->c.peer.role != ROLE_SERVER)
+		return ss_fail(SS_EAUTH, "%s is not a syncstore server (its certificate says %s)", p->addr,
+			       tls_role_name(l->c.peer.role));
+	if (p->pin[0] && strncasecmp(hex, p->pin, strlen(p->pin)))
+		return ss_fail(SS_EAUTH, "%s is node %.16s, not the pinned %s", p->addr, hex, p->pin);
+	if (!memcmp(l->c.peer.id, p->srv->node_id, HASH_LEN))
+		return ss_fail(SS_EINVAL, "%s is this server itself", p->addr);
+	return 0;
+}
+
+/* Connect and pull until the link fails or the server stops.  *pulled is
+ * set once a PULL went through (the link worked). */
+static int link_run(peer *p, bool *pulled)
+{
+	link l = {.p = p, .st = p->srv->st};
+	l.c.fd = -1;
+	int rc = conn_connect(p->all->ctx, p->addr, 10000, &l.c);
+	if (rc)
+		return rc;
+	msgio_init(&l.io, &l.c);
+	l.m = xmalloc(sizeof *l.m);
+	l.dctx = ZSTD_createDCtx();
+	l.scratch = xmalloc(CDC_MAX);
+	l.recs = xmalloc(PEER_PULL_BATCH * sizeof *l.recs);
+	/* A held PULL answers within PEER_WAIT_MS; anything slower is dead. */
+	conn_set_timeout(&l.c, PEER_WAIT_MS + 30000);
+	pthread_mutex_lock(&p->all->mu);
+	p->fd = l.c.fd; /* from now on peers_stop can wake us */
+	pthread_mutex_unlock(&p->all->mu);
+	if (!server_stopping(p->srv) && !(rc = check_peer(&l)) && !(rc = msgio_hello_client(&l.io))) {
+		l.peer_short = node_short_id(l.c.peer.id);
+		pthread_mutex_lock(&p->all->mu);
+		p->info.connected = p->info.known = true;
+		memcpy(p->info.id, l.c.peer.id, HASH_LEN);
+		pthread_mutex_unlock(&p->all->mu);
+		char hex[HASH_HEX_LEN + 1];
+		hex_encode(l.c.peer.id, HASH_LEN, hex);
+		log_info("peer %s (node %.16s) connected", p->addr, hex);
+		while (!server_stopping(p->srv) && !(rc = pull_once(&l)))
+			*pulled = true;
+		if (l.counts.conflicts)
+			log_info("peer %s: %llu conflicts resolved", p->addr, (unsigned long long)l.counts.conflicts);
+	}
+	pthread_mutex_lock(&p->all->mu);
+	p->fd = -1;
+	p->info.connected = false;
+	pthread_mutex_unlock(&p->all->mu);
+	free(l.recs);
+	free(l.scratch);
+	ZSTD_freeDCtx(l.dctx);
+	free(l.m);
+	msgio_free(&l.io);
+	conn_close(&l.c);
+	return rc;
+}
+
+/* Sleep ms, waking early when the server stops. */
+static void nap(server *srv, int ms)
+{
+	for (int left = ms; left > 0 && !server_stopping(srv); left -= 100) {
+		struct timespec ts = {0, (left < 100 ? left : 100) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void *peer_main(void *arg)
+{
+	peer *p = arg;
+	char last[256] = "";
+	int backoff = 100;
+	while (!server_stopping(p->srv)) {
+		bool pulled = false;
+		int rc = link_run(p, &pulled);
+		if (server_stopping(p->srv))
+			break;
+		/* Say each distinct failure once, not every retry. */
+		if (strcmp(last, ss_errmsg(rc))) {
+			snprintf(last, sizeof last, "%s", ss_errmsg(rc));
+			log_warn("peer %s: %s (retrying)", p->addr, last);
+		}
+		if (pulled)
+			backoff = 100;
+		nap(p->srv, backoff);
+		backoff = backoff * 2 > PEER_BACKOFF_MAX_MS ? PEER_BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+/* ---- start, stop, status ---- */
+
+/* "[ID@]HOST:PORT" into p->pin and p->addr. */
+static int parse_peer(const char *spec, peer *p)
+{
+	const char *at = strchr(spec, '@');
+	const char *addr = at ? at + 1 : spec;
+	if (at) {
+		size_t n = (size_t)(at - spec);
+		if (n < 8 || n > HASH_HEX_LEN || strspn(spec, "0123456789abcdefABCDEF") < n)
+			return ss_fail(SS_EINVAL, "--peer %s: the node id before '@' must be 8 to 64 hex digits", spec);
+		memcpy(p->pin, spec, n);
+		p->pin[n] = 0;
+	}
+	char host[128], port[16];
+	if (strlen(addr) >= sizeof p->addr || hostport_parse(addr, host, sizeof host, port, sizeof port))
+		return ss_fail(SS_EINVAL, "--peer %s: expected [ID@]HOST:PORT", spec);
+	snprintf(p->addr, sizeof p->addr, "%s", addr);
+	return 0;
+}
+
+int peers_start(server *srv)
+{
+	const server_opts *o = srv->opts;
+	struct peers *ps = xcalloc(1, sizeof *ps);
+	pthread_mutex_init(&ps->mu, NULL);
+	ps->v = xcalloc(o->npeers ? (size_t)o->npeers : 1, sizeof *ps->v);
+	srv->peers = ps;
+	int rc = 0;
+	for (int i = 0; i < o->npeers && !rc; i++) {
+		peer *p = &ps->v[ps->n++];
+		p->srv = srv;
+		p->all = ps;
+		p->fd = -1;
+		rc = parse_peer(o->peers[i], p);
+		snprintf(p->info.addr, sizeof p->info.addr, "%s", p->addr);
+		if (!rc && !strcmp(p->addr, o->listen))
+			rc = ss_fail(SS_EINVAL, "--peer %s is this server's own --listen address", p->addr);
+	}
+	if (rc || !ps->n)
+		return rc;
+	ps->ctx = tls_ctx_new(o->tls, srv->crt, srv->key, 0);
+	if (!ps->ctx)
+		return SS_ETLS;
+	for (unsigned i = 0; i < ps->n; i++) {
+		int err = pthread_create(&ps->v[i].thread, NULL, peer_main, &ps->v[i]);
+		if (err)
+			return ss_fail(SS_ENOMEM, "cannot start a peer thread: %s", strerror(err));
+		ps->v[i].started = true;
+	}
+	return 0;
+}
+
+void peers_stop(server *srv)
+{
+	struct peers *ps = srv->peers;
+	if (!ps)
+		return;
+	pthread_mutex_lock(&ps->mu);
+	for (unsigned i = 0; i < ps->n; i++)
+		if (ps->v[i].fd >= 0)
+			shutdown(ps->v[i].fd, SHUT_RDWR);
+	pthread_mutex_unlock(&ps->mu);
+	for (unsigned i = 0; i < ps->n; i++)
+		if (ps->v[i].started)
+			pthread_join(ps->v[i].thread, NULL);
+}
+
+void peers_free(server *srv)
+{
+	struct peers *ps = srv->peers;
+	if (!ps)
+		return;
+	if (ps->ctx)
+		SSL_CTX_free(ps->ctx);
+	pthread_mutex_destroy(&ps->mu);
+	free(ps->v);
+	free(ps);
+	srv->peers = NULL;
+}
+
+bool peers_info(server *srv, unsigned i, peer_info *out)
+{
+	struct peers *ps = srv->peers;
+	if (!ps || i >= ps->n)
+		return false;
+	pthread_mutex_lock(&ps->mu);
+	*out = ps->v[i].info;
+	pthread_mutex_unlock(&ps->mu);
+	return true;
+}

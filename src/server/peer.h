@@ -1,0 +1,46 @@
+/*
+ * peer — this server's links to the other servers of the cluster.
+ *
+ * One thread per `--peer` address connects to it over mutual TLS (its
+ * certificate must say role server, and match the pinned node id if one was
+ * given as ID@HOST:PORT), then pulls its change log for ever:
+ *
+ *   PULL(index id, after our cursor, wait) → ENTRY… PULLED(index id, head, …)
+ *   for each live record whose tree is not complete here:
+ *       READ(node ids), READ(missing chunk ids) … → CHUNK / MISSING, verified
+ *   store_apply_remote(records, cursor) — one transaction
+ *
+ * The peer holds a PULL with nothing new for up to PEER_WAIT_MS, answering
+ * as soon as something changes (long poll), so a put propagates at once
+ * without polling traffic.  A lost link is retried with backoff (0.1 s
+ * doubling to 5 s).  Serving the other direction — answering PULL and READ
+ * from peers — is session.c's job.
+ */
+#ifndef SS_PEER_H
+#define SS_PEER_H
+
+#include "server.h"
+
+#define PEER_WAIT_MS 10000   /* longest a PULL is held when nothing is new */
+#define PEER_PULL_BATCH 256  /* records asked for per PULL */
+#define PEER_BACKOFF_MAX_MS 5000
+
+/* A peer's state as status shows it. */
+typedef struct peer_info {
+	char addr[128];
+	bool connected, known; /* known: we have talked to it since start */
+	uint8_t id[HASH_LEN];
+	uint64_t index_id, head, cursor, files, bytes;
+	uint8_t digest[HASH_LEN];
+} peer_info;
+
+/* Start one link thread per srv->opts->peers entry. */
+int peers_start(server *srv);
+/* Stop and join them (at shutdown; srv->stopping is set). */
+void peers_stop(server *srv);
+/* Free what peers_start made, once no session can ask peers_info. */
+void peers_free(server *srv);
+/* Snapshot of peer i's state; false past the last peer. */
+bool peers_info(server *srv, unsigned i, peer_info *out);
+
+#endif
