@@ -40,6 +40,7 @@ typedef struct link {
 	record *recs;     /* PEER_PULL_BATCH */
 	uint64_t peer_short;
 	repl_counts counts;
+	uint64_t fetched_chunks, fetched_bytes; /* since the last applied batch */
 } link;
 
 /* ---- fetching trees ---- */
@@ -103,6 +104,8 @@ static int fetch_chunks(link *l, const tree_node *nd)
 		size_t len;
 		if (!(rc = recv_chunk(l, ids + i * HASH_LEN, &p, &len)))
 			rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len);
+		l->fetched_chunks++;
+		l->fetched_bytes += len;
 	}
 	return rc;
 }
@@ -201,8 +204,14 @@ static int pull_once(link *l)
 					&written);
 	if (rc)
 		return rc;
-	if (written)
+	if (written) {
 		server_changed(l->p->srv);
+		char sz[16];
+		fmt_size(l->fetched_bytes, sz);
+		log_info("peer %s: applied %u of %u records (%llu chunks, %s fetched)", l->p->addr, written, n,
+			 (unsigned long long)l->fetched_chunks, sz);
+	}
+	l->fetched_chunks = l->fetched_bytes = 0;
 	set_info(l, &pulled, last);
 	return 0;
 }
