@@ -23,6 +23,7 @@ typedef struct peer {
 
 struct peers {
 	pthread_mutex_t mu;
+	pthread_cond_t cv; /* a peer's info changed */
 	SSL_CTX *ctx; /* client side of the links, this node's identity */
 	unsigned n;
 	peer *v;
@@ -160,6 +161,7 @@ static void set_info(link *l, const msg *pulled, uint64_t cursor)
 	p->info.bytes = pulled->pulled.bytes;
 	memcpy(p->info.digest, pulled->pulled.digest, HASH_LEN);
 	p->info.cursor = cursor;
+	pthread_cond_broadcast(&p->all->cv);
 	pthread_mutex_unlock(&p->all->mu);
 }
 
@@ -269,6 +271,7 @@ static int link_run(peer *p, bool *pulled)
 	pthread_mutex_lock(&p->all->mu);
 	p->fd = -1;
 	p->info.connected = false;
+	pthread_cond_broadcast(&p->all->cv);
 	pthread_mutex_unlock(&p->all->mu);
 	free(l.recs);
 	free(l.scratch);
@@ -337,6 +340,7 @@ int peers_start(server *srv)
 	const server_opts *o = srv->opts;
 	struct peers *ps = xcalloc(1, sizeof *ps);
 	pthread_mutex_init(&ps->mu, NULL);
+	pthread_cond_init(&ps->cv, NULL);
 	ps->v = xcalloc(o->npeers ? (size_t)o->npeers : 1, sizeof *ps->v);
 	srv->peers = ps;
 	int rc = 0;
@@ -387,9 +391,42 @@ void peers_free(server *srv)
 	if (ps->ctx)
 		SSL_CTX_free(ps->ctx);
 	pthread_mutex_destroy(&ps->mu);
+	pthread_cond_destroy(&ps->cv);
 	free(ps->v);
 	free(ps);
 	srv->peers = NULL;
+}
+
+static bool behind_locked(struct peers *ps)
+{
+	for (unsigned i = 0; i < ps->n; i++) {
+		const peer_info *pi = &ps->v[i].info;
+		if (pi->connected && pi->cursor < pi->head)
+			return true;
+	}
+	return false;
+}
+
+bool peers_catch_up(server *srv, int max_ms)
+{
+	struct peers *ps = srv->peers;
+	if (!ps || !ps->n)
+		return true;
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += max_ms / 1000;
+	deadline.tv_nsec += (long)(max_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&ps->mu);
+	while (behind_locked(ps) && !server_stopping(srv))
+		if (pthread_cond_timedwait(&ps->cv, &ps->mu, &deadline) == ETIMEDOUT)
+			break;
+	bool behind = behind_locked(ps);
+	pthread_mutex_unlock(&ps->mu);
+	return !behind;
 }
 
 bool peers_info(server *srv, unsigned i, peer_info *out)

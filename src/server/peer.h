@@ -40,6 +40,16 @@ int peers_start(server *srv);
 void peers_stop(server *srv);
 /* Free what peers_start made, once no session can ask peers_info. */
 void peers_free(server *srv);
+/*
+ * Before a write: wait (up to max_ms) until every connected peer's log, as
+ * far as it last announced it, is applied here, so a version that was
+ * acknowledged through another server is this write's predecessor rather
+ * than a concurrent one (no spurious conflict for one user writing through
+ * two servers in turn).  False if still behind when the time is up.
+ */
+#define PEER_CATCH_UP_MS 2000
+bool peers_catch_up(server *srv, int max_ms);
+
 /* Snapshot of peer i's state; false past the last peer. */
 bool peers_info(server *srv, unsigned i, peer_info *out);
 

@@ -228,12 +228,26 @@ unsigned server_copies(server *srv, uint64_t seq)
 	return n;
 }
 
-int server_quorum_ready(server *srv)
+static unsigned live_locked(server *srv)
 {
-	pthread_mutex_lock(&srv->chg_mu);
 	unsigned live = 0;
 	for (unsigned i = 0; i < srv->nacks; i++)
 		live += srv->acks[i].live > 0;
+	return live;
+}
+
+int server_quorum_ready(server *srv)
+{
+	/* A short grace, for peers (re)connecting right now: just after a
+	 * start, our links are up a moment before theirs to us. */
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += SERVER_QUORUM_GRACE_MS / 1000;
+	pthread_mutex_lock(&srv->chg_mu);
+	while (live_locked(srv) + 1 < srv->write_quorum && !srv->stopping)
+		if (pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline) == ETIMEDOUT)
+			break;
+	unsigned live = live_locked(srv);
 	pthread_mutex_unlock(&srv->chg_mu);
 	if (live + 1 >= srv->write_quorum)
 		return 0;

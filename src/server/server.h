@@ -33,6 +33,7 @@ typedef struct server_opts {
 } server_opts;
 
 #define SERVER_QUORUM_MS 30000 /* default of --quorum-timeout */
+#define SERVER_QUORUM_GRACE_MS 2000 /* a write waits this long for peers to connect */
 
 /*
  * What this server knows of a peer that pulls from it: a PULL's cursor over
@@ -74,7 +75,8 @@ bool server_stopping(server *srv);
  * applied our records up to `acked` (over our current index). */
 void server_peer_live(server *srv, uint64_t node, int delta);
 void server_peer_acked(server *srv, uint64_t node, uint64_t acked);
-/* Before a write: fail unless W-1 peers are connected to take it. */
+/* Before a write: fail unless W-1 peers are connected to take it (waiting
+ * up to SERVER_QUORUM_GRACE_MS for them). */
 int server_quorum_ready(server *srv);
 /* After committing seq: wait until W servers (this one included) hold it
  * durably, or --quorum-timeout; *copies gets how many do. */

@@ -205,6 +205,8 @@ static int put_sync(session *s, verifier *v)
 	return wire_ok(&s->io.out, 0);
 }
 
+static void catch_up(session *s);
+
 static int put_commit(session *s, record *rec)
 {
 	/* store_commit checks, in the transaction that writes the record,
@@ -213,6 +215,7 @@ static int put_commit(session *s, record *rec)
 	if (s->m.commit.size != rec->size)
 		return ss_fail(SS_EPROTO, "commit size %llu differs from the announced %llu",
 			       (unsigned long long)s->m.commit.size, (unsigned long long)rec->size);
+	catch_up(s);
 	int rc = store_commit(s->srv->st, rec);
 	if (rc)
 		return rc;
@@ -226,6 +229,13 @@ static int put_commit(session *s, record *rec)
 }
 
 static bool fatal(int rc);
+
+/* Before a write: apply what the peers already hold (peers_catch_up). */
+static void catch_up(session *s)
+{
+	if (!peers_catch_up(s->srv, PEER_CATCH_UP_MS))
+		log_info("writing while still behind a peer's log (it may become a conflict)");
+}
 
 /*
  * After a failure that is not the client's fault (a full disk, say), read
@@ -505,6 +515,7 @@ static int do_rm(session *s)
 	int rc = path_check(path, strlen(path));
 	if (rc || (rc = server_quorum_ready(s->srv)))
 		return rc;
+	catch_up(s);
 	record *rec = xmalloc(sizeof *rec);
 	rc = store_lookup(s->srv->st, path, rec);
 	bool live = !rc && !rec->deleted;
@@ -544,6 +555,8 @@ static int do_mv(session *s)
 		return rc;
 	record *rec = xmalloc(sizeof *rec);
 	rc = server_quorum_ready(s->srv);
+	if (!rc)
+		catch_up(s);
 	if (!rc)
 		rc = store_rename(s->srv->st, s->m.mv.from, s->m.mv.to, rec);
 	uint64_t seq = rec->seq;

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -550,3 +551,347 @@ def tmpfs(tmp_path, procs):
             time.sleep(0.1)
         else:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# --------------------------------------------------------------------------
+# clusters (replication tests)
+
+# "NAME.sync-conflict-YYYYMMDD-HHMMSS-<16 hex>.EXT" (the extension is optional)
+CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.sync-conflict-(?P<when>\d{8}-\d{6})-(?P<node>[0-9a-f]{16})"
+                         r"(?P<ext>\.[^./]+)?$")
+
+
+def split_ext(path):
+    """('docs/a', '.txt') for 'docs/a.txt'; ('.profile', '') for '.profile'."""
+    head, _, base = path.rpartition("/")
+    dot = base.rfind(".")
+    if dot <= 0:
+        return path, ""
+    return path[:len(path) - len(base) + dot], base[dot:]
+
+
+def conflict_copies(paths, path):
+    """The conflict copies of `path` among `paths` (an ls listing)."""
+    stem, ext = split_ext(path)
+    out = []
+    for p in paths:
+        m = CONFLICT_RE.match(p)
+        if m and m.group("stem") == stem and (m.group("ext") or "") == ext:
+            out.append(p)
+    return sorted(out)
+
+
+def ls_json(server, *prefix, **kw):
+    """`ls --json [PREFIX]` on server: a list of dicts."""
+    cp = server.cli("ls", "--json", *prefix, **kw)
+    try:
+        return json.loads(cp.stdout)
+    except ValueError:
+        pytest.fail("ls --json did not print JSON:" + describe(cp))
+
+
+def listing(server):
+    """{path: (size, mode, mtime_ns, content_id)} from `ls --json`: what must be
+    the same on every server of a converged cluster (local version numbers
+    are left out)."""
+    return {e["path"]: (e.get("size"), e.get("mode"), e.get("mtime_ns"), e.get("content_id"))
+            for e in ls_json(server)}
+
+
+def assert_same_listing(servers):
+    """`ls` prints the same on every server, and `ls --json` agrees on every
+    path's size, mode, mtime and content id."""
+    texts = [s.cli("ls").stdout for s in servers]
+    maps = [listing(s) for s in servers]
+    for s, text, m in zip(servers[1:], texts[1:], maps[1:]):
+        if m != maps[0]:
+            a, b = maps[0], m
+            only_a = sorted(set(a) - set(b))
+            only_b = sorted(set(b) - set(a))
+            differ = sorted(p for p in set(a) & set(b) if a[p] != b[p])
+            pytest.fail(f"ls differs between {servers[0].addr} and {s.addr} after convergence:\n"
+                        f"only on {servers[0].addr}: {only_a}\nonly on {s.addr}: {only_b}\n"
+                        f"different (size, mode, mtime_ns, content_id): "
+                        f"{[(p, a[p], b[p]) for p in differ]}\n"
+                        f"--- log {servers[0].addr} ---\n{servers[0].log()}\n"
+                        f"--- log {s.addr} ---\n{s.log()}")
+        assert text == texts[0], (f"`ls` output differs between {servers[0].addr} and {s.addr}:\n"
+                                  f"--- {servers[0].addr} ---\n{texts[0]}\n--- {s.addr} ---\n{text}")
+    return maps[0]
+
+
+def assert_served(server, remote, want, tmp_path, tag=""):
+    """`get remote` from server is byte-identical to the local file `want`."""
+    out = Path(tmp_path) / f"got-{server.port}-{tag or remote.replace('/', '_')}"
+    if out.exists():
+        out.unlink()
+    cp = server.cli("get", remote, out, check=False)
+    assert cp.returncode == 0, (f"get {remote} from {server.addr} failed (expected the replicated "
+                                f"file):" + describe(cp) + "\n--- server log ---\n" + server.log())
+    got_size, want_size = out.stat().st_size, Path(want).stat().st_size
+    assert got_size == want_size and sha256_file(out) == sha256_file(want), (
+        f"{remote} from {server.addr}: {got_size} bytes, sha256 {sha256_file(out)[:16]}; expected "
+        f"{want_size} bytes, sha256 {sha256_file(want)[:16]} (as {want})\n--- server log ---\n"
+        + server.log())
+    return out
+
+
+def cluster_report(servers):
+    """Every server's `status --json` and log tail, for failure messages."""
+    parts = []
+    for s in servers:
+        parts.append(f"===== server {s.addr} (data {s.data}) "
+                     f"{'running' if s.alive() else 'NOT RUNNING'} =====")
+        if s.alive():
+            cp = run_cli("status", "--json", server=s, tls=s.tls, check=False, timeout=20)
+            parts.append(f"status --json: exit {cp.returncode}\n{cp.stdout.strip()}"
+                         f"{chr(10) + cp.stderr.strip() if cp.stderr.strip() else ''}")
+        parts.append(f"--- log tail ---\n{s.log()}")
+    return "\n".join(parts)
+
+
+def wait_converged(servers, timeout=60, via=None):
+    """Block until the cluster converged: `status --wait --timeout` against
+    `via` (default servers[0]), then against every other running server in
+    `servers` with what is left of the time (at least 10 s), so each one's own
+    view agrees.  Fails with every server's status JSON and log tail."""
+    servers = list(servers)
+    first = via or servers[0]
+    order = [first] + [s for s in servers if s is not first and s.alive()]
+    deadline = time.monotonic() + timeout
+    for s in order:
+        left = max(10, int(deadline - time.monotonic() + 0.999))
+        t0 = time.monotonic()
+        cp = run_cli("status", "--wait", "--timeout", left, server=s, tls=s.tls, check=False,
+                     timeout=left + 30)
+        if cp.returncode != 0:
+            pytest.fail(f"cluster did not converge: `status --wait --timeout {left}` on {s.addr} "
+                        f"exited {cp.returncode} after {time.monotonic() - t0:.1f} s (expected 0: "
+                        f"every server connected, nothing pending, all digests equal)"
+                        + describe(cp) + "\n" + cluster_report(servers))
+    # A server that knows no peers is trivially "converged": `via` must list
+    # at least every server given, all connected.
+    cp = run_cli("status", "--json", server=first, tls=first.tls, check=False, timeout=30)
+    try:
+        st = json.loads(cp.stdout)
+        entries = st["servers"]
+    except (ValueError, KeyError, TypeError):
+        pytest.fail("status --json did not print {'servers': [...], ...}:" + describe(cp))
+    if len(entries) < len(servers) or not all(e.get("connected") is True for e in entries):
+        pytest.fail(f"status --wait said converged, but status --json on {first.addr} lists "
+                    f"{len(entries)} server(s) ({sum(e.get('connected') is True for e in entries)} "
+                    f"connected); expected all {len(servers)} ({', '.join(s.addr for s in servers)}) "
+                    f"connected:\n{json.dumps(st, indent=1)}\n" + cluster_report(servers))
+    return time.monotonic() - (deadline - timeout)
+
+
+class Cluster:
+    """n servers, each started with --peer for every other one.
+
+    With via_forwarders, server i reaches server j only through
+    `links[(i, j)]`, a Forwarder in front of j: its `down` counts what j
+    sent to i over i's connections, its `up` what i sent to j.
+    """
+
+    def __init__(self, make_server, servers, links, extra, via_forwarders, tmp_path):
+        self._make_server = make_server
+        self.servers = servers
+        self.links = links
+        self.extra = list(extra)
+        self.via_forwarders = via_forwarders
+        self.tmp_path = tmp_path
+        self._fwds = list(links.values())
+
+    def __getitem__(self, i):
+        return self.servers[i]
+
+    def __len__(self):
+        return len(self.servers)
+
+    def __iter__(self):
+        return iter(self.servers)
+
+    def index(self, server):
+        return self.servers.index(server) if not isinstance(server, int) else server
+
+    def link(self, i, j):
+        """The forwarder server i uses to reach server j."""
+        assert self.via_forwarders, "this cluster was made without forwarders"
+        return self.links[(self.index(i), self.index(j))]
+
+    def links_from(self, i):
+        i = self.index(i)
+        return {j: f for (a, j), f in self.links.items() if a == i}
+
+    def links_to(self, j):
+        j = self.index(j)
+        return {i: f for (i, b), f in self.links.items() if b == j}
+
+    def reset_counts(self, i=None):
+        """Reset the byte counts of every link (or of every link from/to i)."""
+        for (a, b), f in self.links.items():
+            if i is None or self.index(i) in (a, b):
+                f.reset()
+
+    def received_by(self, i):
+        """Bytes server i received over the replication links: `down` on its
+        outgoing links plus `up` on the links others use to reach it."""
+        return (sum(f.down for f in self.links_from(i).values())
+                + sum(f.up for f in self.links_to(i).values()))
+
+    def link_counts(self, i):
+        """A readable line of every link's counts from/to server i."""
+        i = self.index(i)
+        parts = []
+        for (a, b), f in sorted(self.links.items()):
+            if i in (a, b):
+                c = f.counts()
+                parts.append(f"{a}->{b}: up {c['up']} down {c['down']} ({c['connections']} conn)")
+        return "; ".join(parts)
+
+    def block(self, i, j, both=True):
+        """Cut the link i -> j (and j -> i)."""
+        self.link(i, j).block()
+        if both:
+            self.link(j, i).block()
+
+    def unblock(self, i, j, both=True):
+        self.link(i, j).unblock()
+        if both:
+            self.link(j, i).unblock()
+
+    def partition(self, *groups):
+        """Block every link between servers of different groups (indexes)."""
+        assert self.via_forwarders, "a partition needs a cluster made with via_forwarders=True"
+        where = {self.index(s): g for g, members in enumerate(groups) for s in members}
+        for (a, b), f in self.links.items():
+            if where.get(a, -1) != where.get(b, -2):
+                f.block()
+
+    def heal(self):
+        for f in self.links.values():
+            f.unblock()
+
+    def isolate(self, i):
+        i = self.index(i)
+        for (a, b), f in self.links.items():
+            if i in (a, b):
+                f.block()
+
+    def wait_converged(self, timeout=60, via=None, servers=None):
+        servers = [s for s in (servers or self.servers) if s.alive()]
+        return wait_converged(servers, timeout=timeout, via=via)
+
+    def wait_connected(self, timeout=20, servers=None):
+        """Poll `status --json` on every running server (or `servers`) until
+        it lists itself and all its --peer servers, every one connected.
+        make_cluster calls it, so a test's first put never races the links
+        coming up."""
+        pending = [s for s in (servers or self.servers) if s.alive()]
+        deadline = time.monotonic() + timeout
+        last = {}
+        while pending:
+            for s in list(pending):
+                want = 1 + s.extra.count("--peer")
+                cp = run_cli("status", "--json", server=s, tls=s.tls, check=False, timeout=30)
+                try:
+                    entries = json.loads(cp.stdout)["servers"]
+                except (ValueError, KeyError, TypeError):
+                    entries = None
+                last[s.addr] = cp.stdout.strip() or cp.stderr.strip()
+                if (entries is not None and len(entries) >= want
+                        and all(e.get("connected") is True for e in entries)):
+                    pending.remove(s)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"cluster not connected {timeout}s after start: status --json on "
+                            f"{', '.join(s.addr for s in pending)} should list itself and its "
+                            f"{[s.extra.count('--peer') for s in pending]} peer(s), all connected; "
+                            f"last: {json.dumps(last, indent=1)}\n" + cluster_report(self.servers))
+            time.sleep(0.1)
+
+    def wait_disconnected(self, i, j, timeout=20):
+        """Poll `status --json` on server i until it shows server j not connected."""
+        si, sj = self[i], self[j]
+        addr = self.link(i, j).addr if self.via_forwarders else sj.addr
+        deadline = time.monotonic() + timeout
+        st = None
+        while time.monotonic() < deadline:
+            st = si.status()
+            entries = [e for e in st.get("servers", []) if isinstance(e, dict)]
+            # Listed under the --peer address (the forwarder's) or j's own;
+            # with neither, every other entry must be down.
+            match = [e for e in entries if e.get("addr") in (addr, sj.addr)]
+            match = match or [e for e in entries if e.get("self") is not True]
+            if match and all(e.get("connected") is False for e in match):
+                return st
+            time.sleep(0.2)
+        pytest.fail(f"server {si.addr} still does not show its peer {addr} as disconnected "
+                    f"{timeout}s after the link was cut; last status: {json.dumps(st)}\n"
+                    + cluster_report(self.servers))
+
+    def add_server(self, extra=(), peers=None):
+        """Start one more server with --peer for every server of the cluster
+        (or `peers`, indexes); the running ones are not told about it."""
+        peers = range(len(self.servers)) if peers is None else [self.index(p) for p in peers]
+        new = len(self.servers)
+        port = free_port()
+        args = []
+        for j in peers:
+            if self.via_forwarders:
+                f = Forwarder(self.servers[j].addr)
+                self.links[(new, j)] = f
+                self._fwds.append(f)
+                args += ["--peer", f.addr]
+            else:
+                args += ["--peer", self.servers[j].addr]
+        s = self._make_server(port=port, extra=args + self.extra + [str(a) for a in extra])
+        self.servers.append(s)
+        return s
+
+    def close(self):
+        for f in self._fwds:
+            f.close()
+
+
+@pytest.fixture
+def make_cluster(make_server, tmp_path):
+    """make_cluster(n, extra=(), via_forwarders=False, connected=True) -> Cluster:
+    servers running and (connected=True) all showing every peer connected."""
+    clusters = []
+
+    def _make(n, extra=(), via_forwarders=False, connected=True):
+        ports = []
+        while len(ports) < n:
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        addrs = [f"{HOST}:{p}" for p in ports]
+        links = {}
+        if via_forwarders:
+            for i in range(n):
+                for j in range(n):
+                    if i != j:
+                        links[(i, j)] = Forwarder(addrs[j])
+        servers = []
+        for i in range(n):
+            args = []
+            for j in range(n):
+                if j != i:
+                    args += ["--peer", links[(i, j)].addr if via_forwarders else addrs[j]]
+            servers.append(make_server(port=ports[i], extra=args + [str(a) for a in extra],
+                                       start=False))
+        c = Cluster(make_server, servers, links, extra, via_forwarders, tmp_path)
+        clusters.append(c)
+        for s in servers:
+            s.start(wait=False)
+        for s in servers:
+            s.wait_ready()
+        if connected:
+            c.wait_connected()
+        return c
+
+    yield _make
+    for c in clusters:
+        c.close()

@@ -17,6 +17,10 @@ carried (exactly n: the last buffer is split), so a test can interrupt a
 transfer at a known point however fast the programs are; `release()` lets
 bytes flow again.  `drop_connections()` closes every open connection.
 
+`block()` cuts the link (a network partition): it closes every open
+connection and, until `unblock()`, resets every new one at once without
+connecting it to the target (counted in `refused`, not in `connections`).
+
 As a program (benchmarks):
 
     python3 forwarder.py LISTEN_PORT TARGET_HOST:PORT
@@ -26,6 +30,7 @@ runs until SIGTERM or SIGINT, then prints the counts.
 
 import signal
 import socket
+import struct
 import sys
 import threading
 
@@ -44,6 +49,8 @@ class Forwarder:
         self._connections = 0
         self._hold_at = None  # absolute `up` value where upstream pauses
         self._closed = False
+        self._blocked = False
+        self._refused = 0
         self._socks = set()
         self._threads = []
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -121,6 +128,29 @@ class Forwarder:
         for s in socks:
             _hard_close(s)
 
+    # ---- partitions ----
+    def block(self):
+        """Cut the link: close every open connection and reset new ones
+        (never connected to the target) until unblock()."""
+        with self._lock:
+            self._blocked = True
+        self.drop_connections()
+
+    def unblock(self):
+        with self._lock:
+            self._blocked = False
+
+    @property
+    def blocked(self):
+        with self._lock:
+            return self._blocked
+
+    @property
+    def refused(self):
+        """Connections reset because the link was blocked (never reset to 0)."""
+        with self._lock:
+            return self._refused
+
     def close(self):
         with self._lock:
             if self._closed:
@@ -150,7 +180,14 @@ class Forwarder:
                 if self._closed:
                     _hard_close(csock)
                     return
-                self._connections += 1
+                blocked = self._blocked
+                if blocked:
+                    self._refused += 1
+                else:
+                    self._connections += 1
+            if blocked:
+                _reset_close(csock)
+                continue
             try:
                 tsock = socket.create_connection(self.target, timeout=10)
                 tsock.settimeout(None)
@@ -160,7 +197,13 @@ class Forwarder:
             for s in (csock, tsock):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
-                self._socks.update((csock, tsock))
+                blocked = self._blocked  # block() may have come while connecting
+                if not blocked:
+                    self._socks.update((csock, tsock))
+            if blocked:
+                _reset_close(csock)
+                _hard_close(tsock)
+                continue
             pair = [csock, tsock]
             for src, dst, upstream in ((csock, tsock, True), (tsock, csock, False)):
                 t = threading.Thread(target=self._pump, args=(src, dst, upstream, pair),
@@ -222,6 +265,18 @@ class Forwarder:
 def _hard_close(s):
     try:
         s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        s.close()
+    except OSError:
+        pass
+
+
+def _reset_close(s):
+    """Close with a RST (SO_LINGER 0), like a refused or cut link."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
     try:
