@@ -61,13 +61,17 @@ typedef struct seg_ent {
 	uint64_t used;   /* tick of the last use, to pick an fd to close */
 	bool sealed;     /* no more appends */
 	bool lost;       /* an fsync failed */
+	bool dying;      /* seg_remove: no new readers, waiting for the last */
+	bool damaged;    /* kept read-only by recovery: never collected */
 } seg_ent;
 
 struct seg_set {
 	char dir[PATH_MAX - 32]; /* room for "/NNNNNNNN.seg" */
 	pthread_mutex_t append_mu; /* one append at a time; taken before mu */
 	pthread_mutex_t mu;        /* the table and every seg_ent field */
+	pthread_cond_t idle_cv;    /* a dying segment's last user left */
 	seg_ent *v;                /* sorted by num; new segments go last */
+	uint64_t max;              /* roll past this size */
 	unsigned n, cap;
 	unsigned nopen;
 	uint64_t tick;
@@ -195,7 +199,8 @@ static void seg_unpin(seg_set *ss, uint32_t num)
 {
 	int i = seg_find(ss, num);
 	SS_ASSERT(i >= 0 && ss->v[i].users > 0);
-	ss->v[i].users--;
+	if (--ss->v[i].users == 0 && ss->v[i].dying)
+		pthread_cond_broadcast(&ss->idle_cv);
 }
 
 static int seg_num_cmp(const void *a, const void *b)
@@ -266,6 +271,8 @@ int seg_open(const char *dir, seg_set **out)
 		ss->v[i].sealed = true;
 	pthread_mutex_init(&ss->append_mu, NULL);
 	pthread_mutex_init(&ss->mu, NULL);
+	pthread_cond_init(&ss->idle_cv, NULL);
+	ss->max = STORE_SEGMENT_MAX;
 	*out = ss;
 	return 0;
 }
@@ -281,6 +288,7 @@ void seg_close(seg_set *ss)
 	}
 	pthread_mutex_destroy(&ss->append_mu);
 	pthread_mutex_destroy(&ss->mu);
+	pthread_cond_destroy(&ss->idle_cv);
 	free(ss->v);
 	free(ss);
 }
@@ -440,7 +448,7 @@ done:
 	pthread_mutex_lock(&ss->mu);
 	ss->v[idx].size = ss->v[idx].synced = end;
 	if (seal)
-		ss->v[idx].sealed = true;
+		ss->v[idx].sealed = ss->v[idx].damaged = true;
 	pthread_mutex_unlock(&ss->mu);
 out:
 	pthread_mutex_lock(&ss->mu);
@@ -491,7 +499,7 @@ int seg_append(seg_set *ss, const uint8_t id[HASH_LEN], const void *data, uint32
 	pthread_mutex_lock(&ss->append_mu);
 	pthread_mutex_lock(&ss->mu);
 	seg_ent *e = ss->n ? &ss->v[ss->n - 1] : NULL;
-	if (!e || e->sealed || (e->size > SEG_FILE_HDR && e->size + SEG_REC_HDR + len > STORE_SEGMENT_MAX)) {
+	if (!e || e->sealed || (e->size > SEG_FILE_HDR && e->size + SEG_REC_HDR + len > ss->max)) {
 		if ((rc = seg_create(ss))) {
 			pthread_mutex_unlock(&ss->mu);
 			goto out;
@@ -613,7 +621,9 @@ int seg_read(seg_set *ss, const seg_loc *loc, const uint8_t id[HASH_LEN], buf *o
 	buf_reset(out);
 	pthread_mutex_lock(&ss->mu);
 	int idx = seg_find(ss, loc->seg);
-	rc = idx < 0 ? SS_ENOENT : seg_pin(ss, (unsigned)idx, &fd);
+	/* A segment being removed (store_gc) reads as missing: its records
+	 * were moved or dropped, and the caller looks the chunk up again. */
+	rc = idx < 0 || ss->v[idx].dying ? SS_ENOENT : seg_pin(ss, (unsigned)idx, &fd);
 	pthread_mutex_unlock(&ss->mu);
 	if (rc) {
 		seg_id_abbrev(id, ab);
@@ -650,4 +660,87 @@ out:
 	seg_unpin(ss, loc->seg);
 	pthread_mutex_unlock(&ss->mu);
 	return rc;
+}
+
+/* ---- for garbage collection and leases ---- */
+
+void seg_position(seg_set *ss, uint32_t *num, uint64_t *off)
+{
+	pthread_mutex_lock(&ss->mu);
+	if (!ss->n) {
+		*num = 0;
+		*off = 0;
+	} else if (ss->v[ss->n - 1].sealed) {
+		/* The next append creates the next segment. */
+		*num = ss->v[ss->n - 1].num + 1;
+		*off = 0;
+	} else {
+		*num = ss->v[ss->n - 1].num;
+		*off = ss->v[ss->n - 1].size;
+	}
+	pthread_mutex_unlock(&ss->mu);
+}
+
+void seg_set_max(seg_set *ss, uint64_t max)
+{
+	pthread_mutex_lock(&ss->append_mu);
+	pthread_mutex_lock(&ss->mu);
+	ss->max = max;
+	pthread_mutex_unlock(&ss->mu);
+	pthread_mutex_unlock(&ss->append_mu);
+}
+
+int seg_info(seg_set *ss, uint32_t num, uint64_t *size, bool *sealed, bool *damaged)
+{
+	pthread_mutex_lock(&ss->mu);
+	int i = seg_find(ss, num);
+	if (i >= 0) {
+		*size = ss->v[i].size;
+		*sealed = ss->v[i].sealed;
+		*damaged = ss->v[i].damaged;
+	}
+	pthread_mutex_unlock(&ss->mu);
+	return i >= 0 ? 0 : SS_ENOENT;
+}
+
+uint64_t seg_total(seg_set *ss)
+{
+	uint64_t total = 0;
+	pthread_mutex_lock(&ss->mu);
+	for (unsigned i = 0; i < ss->n; i++)
+		total += ss->v[i].size;
+	pthread_mutex_unlock(&ss->mu);
+	return total;
+}
+
+int seg_remove(seg_set *ss, uint32_t num)
+{
+	pthread_mutex_lock(&ss->mu);
+	int i = seg_find(ss, num);
+	if (i < 0 || (unsigned)i + 1 == ss->n || !ss->v[i].sealed) {
+		pthread_mutex_unlock(&ss->mu);
+		return ss_fail(SS_EINVAL, "cannot remove segment %08u: %s", num,
+			       i < 0 ? "no such segment" : "it is the newest one");
+	}
+	ss->v[i].dying = true;
+	/* Readers that pinned it before finish; the table may grow meanwhile
+	 * (new segments go last), so look it up again after each wait. */
+	while (ss->v[i].users) {
+		pthread_cond_wait(&ss->idle_cv, &ss->mu);
+		i = seg_find(ss, num);
+		SS_ASSERT(i >= 0);
+	}
+	if (ss->v[i].fd >= 0) {
+		close(ss->v[i].fd);
+		ss->nopen--;
+	}
+	memmove(&ss->v[i], &ss->v[i + 1], (ss->n - (unsigned)i - 1) * sizeof *ss->v);
+	ss->n--;
+	pthread_mutex_unlock(&ss->mu);
+
+	char path[PATH_MAX];
+	seg_path(ss, num, path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return ss_fail_errno("cannot delete segment %s", path);
+	return fsync_dir(ss->dir);
 }

@@ -6,7 +6,8 @@
  * segment (rolling to a new file past STORE_SEGMENT_MAX), fsyncs what was
  * appended (group commit is the caller's: seg_sync makes everything appended
  * so far durable), reads records back verifying their SHA-256, and at open
- * recovers torn tails.
+ * recovers torn tails.  store_gc deletes sealed segments it has emptied
+ * (seg_remove), never the newest, so segment numbers are never reused.
  *
  * Thread safety: every function may be called from any thread.  Appends are
  * serialized inside; reads and fsyncs run concurrently with appends.
@@ -85,5 +86,28 @@ int seg_read(seg_set *ss, const seg_loc *loc, const uint8_t id[HASH_LEN], buf *o
 /* "3fa1c0de…": the short form of a chunk id used in messages. */
 #define SEG_ID_ABBREV 12
 void seg_id_abbrev(const uint8_t id[HASH_LEN], char out[SEG_ID_ABBREV]);
+
+/* ---- for garbage collection (store_gc) and leases ---- */
+
+/* The append point: every record appended after the call lands at or after
+ * (*num, *off) in (segment, offset) order. */
+void seg_position(seg_set *ss, uint32_t *num, uint64_t *off);
+/* Roll to a new segment past max bytes instead of STORE_SEGMENT_MAX. */
+void seg_set_max(seg_set *ss, uint64_t max);
+/* Size (the append point: end of the last whole record) and state of
+ * segment num; SS_ENOENT if there is no such segment.  damaged: recovery
+ * kept it read-only (a damaged or foreign header, or an index reaching past
+ * its end), so it may hold records nothing indexes: never collect it. */
+int seg_info(seg_set *ss, uint32_t num, uint64_t *size, bool *sealed, bool *damaged);
+/* Sum of the sizes of every segment. */
+uint64_t seg_total(seg_set *ss);
+/*
+ * Remove a sealed segment that is not the newest (so its number is never
+ * handed out again): new reads of it fail as for a missing segment at once,
+ * reads in progress finish first, then the file is unlinked and the
+ * directory fsynced.  The caller has made sure nothing indexed points into
+ * it any more.
+ */
+int seg_remove(seg_set *ss, uint32_t num);
 
 #endif

@@ -12,6 +12,8 @@
  *             seg          INTEGER           segment number
  *             off          INTEGER           offset of the record header
  *             len          INTEGER           chunk length in bytes
+ *             (index chunks_seg on (seg, off): a segment's records, for GC)
+ *   nodes     id           BLOB PRIMARY KEY  tree nodes marked complete
  *   segments  seg          INTEGER PRIMARY KEY
  *             indexed_end  INTEGER           end of the last indexed record;
  *                                            recovery scans from here
@@ -39,13 +41,16 @@
  * strictly increasing, n ≤ VV_MAX.
  *
  * Namespace digest (store_stats_get; every server must compute the same):
- * SHA-256 over, for each row of current (live and tombstones) in ascending
- * byte order of path, the bytes
+ * SHA-256 over, for each live row of current in ascending byte order of
+ * path, the bytes
  *   path (without terminator) · 0x00 · deleted (one byte, 0 or 1) ·
  *   root (32 bytes) · n (u32 LE) · n × (node u64 LE, counter u64 LE)
  * where n and the pairs are the record's version vector, sorted by node.
  * Local sequence numbers, sizes, modes and times are not part of it: equal
- * vectors with equal roots mean the same version everywhere.
+ * vectors with equal roots mean the same version everywhere.  Tombstones
+ * are not either: a server that never held a path skips its tombstone, and
+ * tombstones expire at different moments on different servers, while the
+ * live namespace is what must agree.  (The deleted byte is always 0.)
  *
  * Group commit.  store_put_chunk appends to a segment and records the row in
  * an in-memory pending table (by id) with a put sequence number.  One
@@ -55,22 +60,41 @@
  * table and advances done_seq.  A flush call waits until done_seq covers the
  * puts made before it started, so concurrent callers share one fsync.
  *
- * Locks, always taken in this order and never mu together with db_mu:
- *   put_mu  one put at a time: the "already present?" check, the append and
- *           the pending insert are atomic against other puts
- *   mu      pending table, flush state, leases, node id (held briefly)
- *   db_mu   the SQLite connection and its statements (one connection)
+ * Locks, always taken in this order (mu may be taken briefly inside db_mu,
+ * never the other way round):
+ *   gc_mu     one store_gc at a time
+ *   flushing  (a flag under mu, waited for on flush_cv) one flusher at a
+ *             time; store_gc takes it too while it re-points index rows
+ *   put_mu    one put at a time: the "already present?" check, the append
+ *             and the pending insert are atomic against other puts
+ *   db_mu     the SQLite connection and its statements (one connection)
+ *   mu        pending table, flush state, leases, node id, gone_gen
  * The segment set has its own leaf locks.  store_apply_remote calls its
  * decide callback with db_mu held, so the callback must not use the store.
  * Every write to the namespace (commit, rename, apply) reads the current
  * records it builds on inside its own transaction, under db_mu: a record
  * applied from a peer is never overwritten by a vector read before it.
  *
- * Leases are an in-memory set.  Garbage collection (a later issue) must
- * consult them: a chunk can be pinned by an upload that found it already
- * present, so GC must not delete anything while store_lease_count() > 0 (or
- * must take the pinned ids from each lease), and must block new leases
- * during its sweep.
+ * Leases are an in-memory list; each remembers the segment append point
+ * (segment number, offset) when it began.  The watermark is the minimum over
+ * live leases ("past everything" when none is live), and store_gc never drops
+ * a chunk whose indexed record lies at or after it: whatever an upload or a
+ * fetch stores after taking its lease survives until the lease ends.  A chunk
+ * older than the watermark that an upload in flight merely found present
+ * (store_has said yes, so it was never sent) is not pinned and may be
+ * dropped if no kept version references it; that upload's commit then fails
+ * its whole-tree check (store_commit re-checks under the lock when gone_gen
+ * moved, and returns SS_ENOENT naming the chunk), nothing acknowledged is
+ * lost, and the client's retry is asked for the chunk and sends it again.
+ *
+ * Garbage collection (store_gc; docs/STORAGE.md has the full argument):
+ * mark what every version reaches, walking the database in batches without
+ * holding db_mu; sweep unmarked rows older than the watermark in batched
+ * transactions, each of which first marks (under db_mu) the versions
+ * committed since the mark, so no version can slip in between; then compact
+ * sealed segments less than half live: copy, fsync, re-point in one
+ * transaction, and only then delete the old file.  Readers that looked a
+ * record up before it moved retry the lookup when the read fails (read_at).
  *
  * store_list prefixes match whole components ("a/b" lists "a/b" and
  * "a/b/…", not "a/bc"); a prefix ending in '/' or "" is a plain string
@@ -85,6 +109,7 @@
  */
 #include "store.h"
 #include "segment.h"
+#include "store_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -190,6 +215,14 @@ static void pend_del(pend_table *t, const uint8_t id[HASH_LEN])
 
 /* ---- the store ---- */
 
+/* A lease and the append point when it began: GC keeps every chunk whose
+ * record lies at or after the oldest live lease's point (the watermark). */
+typedef struct store_lease {
+	uint64_t id;
+	uint32_t seg;
+	uint64_t off;
+} store_lease;
+
 enum {
 	Q_BEGIN,
 	Q_COMMIT,
@@ -214,6 +247,21 @@ enum {
 	Q_SINCE,
 	Q_CURSOR_GET,
 	Q_CURSOR_SET,
+	Q_CHUNK_SCAN,
+	Q_CHUNK_SEG,
+	Q_CHUNK_MOVE,
+	Q_CHUNK_DROP,
+	Q_SEG_LIVE,
+	Q_SEG_ALL,
+	Q_SEG_DEL,
+	Q_ROOTS,
+	Q_NODE_SCAN,
+	Q_HIST_SCAN,
+	Q_VER_DROP,
+	Q_TOMBS,
+	Q_PATH_DROP_VERSIONS,
+	Q_PATH_DROP_CURRENT,
+	Q_TOMB_COUNT,
 	Q_COUNT
 };
 
@@ -243,16 +291,41 @@ static const char *const store_sql[Q_COUNT] = {
 			 "WHERE c.path > ?1 AND v.deleted = 0 ORDER BY c.path",
 	[Q_HISTORY] = "SELECT " REC_COLS " FROM versions v WHERE v.path = ?1 AND v.seq < ?2 ORDER BY v.seq DESC",
 	[Q_DIGEST] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq ORDER BY c.path",
-	[Q_HEAD] = "SELECT max(seq) FROM versions",
+	/* The highest sequence ever handed out: expiry may delete the newest
+	 * versions, and a head must never move back. */
+	[Q_HEAD] = "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'versions'), 0),"
+		   " coalesce((SELECT max(seq) FROM versions), 0))",
 	[Q_SINCE] = "SELECT " REC_COLS " FROM versions v WHERE v.seq > ?1 ORDER BY v.seq",
 	[Q_CURSOR_GET] = "SELECT index_id, seq FROM cursors WHERE peer = ?1",
 	[Q_CURSOR_SET] = "INSERT INTO cursors(peer, index_id, seq) VALUES (?1, ?2, ?3) ON CONFLICT(peer) "
 			 "DO UPDATE SET index_id = excluded.index_id, seq = excluded.seq",
+	[Q_CHUNK_SCAN] = "SELECT id, seg, off, len FROM chunks WHERE id > ?1 ORDER BY id LIMIT ?2",
+	[Q_CHUNK_SEG] = "SELECT id, off, len FROM chunks WHERE seg = ?1 ORDER BY off",
+	[Q_CHUNK_MOVE] = "UPDATE chunks SET seg = ?4, off = ?5 WHERE id = ?1 AND seg = ?2 AND off = ?3",
+	[Q_CHUNK_DROP] = "DELETE FROM chunks WHERE id = ?1 AND seg = ?2 AND off = ?3",
+	[Q_SEG_LIVE] = "SELECT count(*) FROM chunks WHERE seg = ?1",
+	[Q_SEG_ALL] = "SELECT seg FROM segments ORDER BY seg",
+	[Q_SEG_DEL] = "DELETE FROM segments WHERE seg = ?1",
+	[Q_ROOTS] = "SELECT seq, path, root FROM versions WHERE seq > ?1 AND deleted = 0 ORDER BY seq LIMIT ?2",
+	[Q_NODE_SCAN] = "SELECT id FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2",
+	/* Each version with the otime of the next version of its path (NULL
+	 * for the newest, which is the current one). */
+	[Q_HIST_SCAN] = "SELECT v.seq, (SELECT n.otime_ns FROM versions n WHERE n.path = v.path AND n.seq > v.seq "
+			"ORDER BY n.seq LIMIT 1) FROM versions v WHERE v.seq > ?1 ORDER BY v.seq LIMIT ?2",
+	[Q_VER_DROP] = "DELETE FROM versions WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM current c "
+		       "WHERE c.path = versions.path AND c.seq = versions.seq)",
+	[Q_TOMBS] = "SELECT " REC_COLS " FROM current c JOIN versions v ON v.seq = c.seq "
+		    "WHERE c.path > ?1 AND v.deleted = 1 ORDER BY c.path LIMIT ?2",
+	[Q_PATH_DROP_VERSIONS] = "DELETE FROM versions WHERE path = ?1",
+	[Q_PATH_DROP_CURRENT] = "DELETE FROM current WHERE path = ?1",
+	[Q_TOMB_COUNT] = "SELECT count(*), min(c.seq) FROM current c JOIN versions v ON v.seq = c.seq "
+			 "WHERE v.deleted = 1",
 };
 
 static const char store_schema[] =
 	"CREATE TABLE IF NOT EXISTS chunks(id BLOB PRIMARY KEY, seg INTEGER NOT NULL, off INTEGER NOT NULL,"
 	" len INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS chunks_seg ON chunks(seg, off);"
 	"CREATE TABLE IF NOT EXISTS nodes(id BLOB PRIMARY KEY) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS segments(seg INTEGER PRIMARY KEY, indexed_end INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS versions(seq INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,"
@@ -287,8 +360,9 @@ struct store {
 	pthread_cond_t flusher_cv;
 	uint64_t node;
 	uint64_t lease_next;
-	uint64_t *leases;
+	store_lease *leases;
 	unsigned nleases, lease_cap;
+	pthread_mutex_t gc_mu; /* one store_gc at a time; taken before everything */
 
 	pthread_mutex_t db_mu;
 	sqlite3 *db;
@@ -601,6 +675,7 @@ static void store_free(store *st)
 	pthread_mutex_destroy(&st->put_mu);
 	pthread_mutex_destroy(&st->mu);
 	pthread_mutex_destroy(&st->db_mu);
+	pthread_mutex_destroy(&st->gc_mu);
 	pthread_cond_destroy(&st->flush_cv);
 	pthread_cond_destroy(&st->flusher_cv);
 	free(st->pend.v);
@@ -936,6 +1011,7 @@ int store_open(const char *dir, store **out)
 	pthread_mutex_init(&st->put_mu, NULL);
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_mutex_init(&st->db_mu, NULL);
+	pthread_mutex_init(&st->gc_mu, NULL);
 	pthread_cond_init(&st->flush_cv, NULL);
 	pthread_cond_init(&st->flusher_cv, NULL);
 	int rc = 0;
@@ -1142,21 +1218,64 @@ int store_unmark_node(store *st, const uint8_t id[HASH_LEN])
 	return rc;
 }
 
+/* Where a chunk is: pending (appended, not yet indexed) or indexed.  1 and
+ * *loc, 0 absent, <0 error.  Caller holds db_mu if locked, else nothing. */
+static int chunk_find(store *st, const uint8_t id[HASH_LEN], seg_loc *loc, bool locked)
+{
+	pthread_mutex_lock(&st->mu);
+	pend_ent *e = pend_find(&st->pend, id);
+	bool pending = e != NULL;
+	if (pending)
+		*loc = e->loc;
+	pthread_mutex_unlock(&st->mu);
+	if (pending)
+		return 1;
+	if (locked)
+		return db_chunk_loc(st, id, loc);
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_chunk_loc(st, id, loc);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+static bool loc_equal(const seg_loc *a, const seg_loc *b)
+{
+	return a->seg == b->seg && a->off == b->off && a->len == b->len;
+}
+
+/*
+ * Read chunk id at *loc, found without holding db_mu.  store_gc may have
+ * moved the record (and deleted its old segment) or dropped the chunk since
+ * the lookup: on a failed read, look it up again and retry if it moved.  A
+ * record GC moves is re-pointed in the index before its old file goes, so a
+ * second lookup finds the new place.
+ */
+static int read_at(store *st, const uint8_t id[HASH_LEN], seg_loc *loc, buf *out)
+{
+	for (int tries = 0;; tries++) {
+		int rc = seg_read(st->segs, loc, id, out);
+		if (!rc || rc == SS_ETOOBIG || tries == 3)
+			return rc;
+		seg_loc now;
+		int found = chunk_find(st, id, &now, false);
+		if (found < 0)
+			return found;
+		if (found == 0) {
+			char ab[SEG_ID_ABBREV];
+			seg_id_abbrev(id, ab);
+			return ss_fail(SS_ENOENT, "chunk %s not found", ab);
+		}
+		if (loc_equal(&now, loc))
+			return rc; /* really unreadable where it is */
+		*loc = now;
+	}
+}
+
 int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
 {
 	seg_loc loc;
 	buf_reset(out);
-	pthread_mutex_lock(&st->mu);
-	pend_ent *e = pend_find(&st->pend, id);
-	if (e)
-		loc = e->loc;
-	pthread_mutex_unlock(&st->mu);
-	int rc = 1;
-	if (!e) {
-		pthread_mutex_lock(&st->db_mu);
-		rc = db_chunk_loc(st, id, &loc);
-		pthread_mutex_unlock(&st->db_mu);
-	}
+	int rc = chunk_find(st, id, &loc, false);
 	if (rc < 0)
 		return rc;
 	if (rc == 0) {
@@ -1164,7 +1283,7 @@ int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
 		seg_id_abbrev(id, ab);
 		return ss_fail(SS_ENOENT, "chunk %s not found", ab);
 	}
-	return seg_read(st->segs, &loc, id, out);
+	return read_at(st, id, &loc, out);
 }
 
 /*
@@ -1293,17 +1412,40 @@ uint64_t store_lease_begin(store *st)
 		st->lease_cap = st->lease_cap ? st->lease_cap * 2 : 16;
 		st->leases = xrealloc(st->leases, st->lease_cap * sizeof *st->leases);
 	}
-	uint64_t id = ++st->lease_next;
-	st->leases[st->nleases++] = id;
+	store_lease *l = &st->leases[st->nleases++];
+	l->id = ++st->lease_next;
+	/* Under mu, so a watermark computed meanwhile sees this lease (or the
+	 * lease sees every append the watermark's reader could miss). */
+	seg_position(st->segs, &l->seg, &l->off);
+	uint64_t id = l->id;
 	pthread_mutex_unlock(&st->mu);
 	return id;
+}
+
+/* (seg, off) lies before the point (wseg, woff). */
+static bool pos_before(uint32_t seg, uint64_t off, uint32_t wseg, uint64_t woff)
+{
+	return seg < wseg || (seg == wseg && off < woff);
+}
+
+/* The minimum append point over live leases; "past everything" when none
+ * is live.  Caller holds mu. */
+static void lease_watermark(store *st, uint32_t *seg, uint64_t *off)
+{
+	*seg = UINT32_MAX;
+	*off = UINT64_MAX;
+	for (unsigned i = 0; i < st->nleases; i++)
+		if (pos_before(st->leases[i].seg, st->leases[i].off, *seg, *off)) {
+			*seg = st->leases[i].seg;
+			*off = st->leases[i].off;
+		}
 }
 
 void store_lease_end(store *st, uint64_t lease)
 {
 	pthread_mutex_lock(&st->mu);
 	unsigned i = 0;
-	while (i < st->nleases && st->leases[i] != lease)
+	while (i < st->nleases && st->leases[i].id != lease)
 		i++;
 	bool found = i < st->nleases;
 	if (found)
@@ -1394,9 +1536,13 @@ static int tree_check(store *st, tree_walk *w, const uint8_t id[HASH_LEN], unsig
 	buf b;
 	buf_init(&b, TREE_NODE_MAX);
 	tree_node nd;
-	if ((rc = seg_read(st->segs, &loc, id, &b))) {
+	/* Holding db_mu, no record moves under the walk; without it, GC may
+	 * move one between the lookup and the read. */
+	if ((rc = w->locked ? seg_read(st->segs, &loc, id, &b) : read_at(st, id, &loc, &b))) {
 		if (rc == SS_ETOOBIG)
 			rc = ss_fail(SS_ECORRUPT, "commit of %s refused: tree node %s is malformed", w->path, ab);
+		else if (rc == SS_ENOENT) /* dropped by GC meanwhile */
+			rc = ss_fail(SS_ENOENT, "commit of %s refused: chunk %s missing", w->path, ab);
 		goto out;
 	}
 	if (tree_node_decode(b.p, b.len, &nd) || (level && nd.level != level)) {
@@ -1945,6 +2091,8 @@ int store_stats_get(store *st, store_stats *out)
 	while (!rc && (src = sqlite3_step(s)) == SQLITE_ROW) {
 		if ((rc = rec_from_row(st, s, r)))
 			break;
+		if (r->deleted)
+			continue;
 		uint8_t b[1 + 1 + HASH_LEN + 4 + VV_MAX * 16];
 		b[0] = 0;
 		b[1] = r->deleted;
@@ -1966,5 +2114,798 @@ int store_stats_get(store *st, store_stats *out)
 	EVP_DigestFinal_ex(md, out->digest, &len);
 	EVP_MD_CTX_free(md);
 	free(r);
+	return rc;
+}
+
+/* ---- history, tombstones, garbage ---- */
+
+#define GC_BATCH 1024     /* rows per scan step and per sweep transaction */
+#define EXPIRE_BATCH 256  /* versions per expiry transaction */
+
+int store_gc_debug_stop_after = GC_STOP_NONE;
+
+void store_set_segment_max(store *st, uint64_t bytes)
+{
+	seg_set_max(st->segs, bytes);
+}
+
+int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64_t *dropped)
+{
+	if (dropped)
+		*dropped = 0;
+	if (retention_ns < 0)
+		return ss_fail(SS_EINVAL, "history retention must not be negative");
+	/* A version superseded at t goes when t < cutoff. */
+	int64_t cutoff = now_ns < INT64_MIN + retention_ns ? INT64_MIN : now_ns - retention_ns;
+	uint64_t *seqs = xmalloc(EXPIRE_BATCH * sizeof *seqs);
+	int64_t after = 0;
+	uint64_t total = 0;
+	bool done = false;
+	int rc = 0;
+	/* One transaction per batch, so other sessions get the database in
+	 * between; each batch decides and deletes under the same lock. */
+	while (!done && !rc) {
+		unsigned n = 0, rows = 0;
+		uint64_t got = 0;
+		pthread_mutex_lock(&st->db_mu);
+		if ((rc = db_begin(st))) {
+			pthread_mutex_unlock(&st->db_mu);
+			break;
+		}
+		sqlite3_stmt *s = st->q[Q_HIST_SCAN];
+		sqlite3_bind_int64(s, 1, after);
+		sqlite3_bind_int64(s, 2, EXPIRE_BATCH);
+		int src;
+		while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+			rows++;
+			after = sqlite3_column_int64(s, 0);
+			if (sqlite3_column_type(s, 1) == SQLITE_NULL)
+				continue; /* the newest version of its path */
+			if (sqlite3_column_int64(s, 1) < cutoff)
+				seqs[n++] = (uint64_t)after;
+		}
+		if (src != SQLITE_DONE)
+			rc = db_fail(st, src, "cannot read the history");
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		done = rows < EXPIRE_BATCH;
+		for (unsigned i = 0; i < n && !rc; i++) {
+			sqlite3_bind_int64(st->q[Q_VER_DROP], 1, (int64_t)seqs[i]);
+			if (!(rc = db_step_done(st, st->q[Q_VER_DROP], "cannot expire history")))
+				got += (uint64_t)sqlite3_changes(st->db);
+		}
+		if (!rc)
+			rc = db_commit(st, "cannot expire history");
+		if (rc)
+			db_rollback(st);
+		else
+			total += got;
+		pthread_mutex_unlock(&st->db_mu);
+	}
+	free(seqs);
+	if (dropped)
+		*dropped = total;
+	return rc;
+}
+
+int store_expire_tombstones(store *st, store_expirable_fn expirable, void *ctx, uint64_t *dropped)
+{
+	if (dropped)
+		*dropped = 0;
+	record *batch = xmalloc(STORE_LIST_BATCH * sizeof *batch);
+	char *last = xcalloc(1, SS_PATH_MAX + 1);
+	uint64_t total = 0;
+	bool done = false;
+	int rc = 0;
+	while (!done && !rc) {
+		unsigned n = 0;
+		uint64_t got = 0;
+		pthread_mutex_lock(&st->db_mu);
+		if ((rc = db_begin(st))) {
+			pthread_mutex_unlock(&st->db_mu);
+			break;
+		}
+		sqlite3_stmt *s = st->q[Q_TOMBS];
+		sqlite3_bind_text(s, 1, last, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 2, STORE_LIST_BATCH);
+		rc = db_step_records(st, s, batch, STORE_LIST_BATCH, &n, &done, "cannot read the tombstones");
+		done = done || n < STORE_LIST_BATCH;
+		if (n)
+			snprintf(last, SS_PATH_MAX + 1, "%s", batch[n - 1].path);
+		for (unsigned i = 0; i < n && !rc; i++) {
+			/* Decided and removed in one transaction: the tombstone
+			 * is still current when it goes. */
+			if (!expirable(ctx, &batch[i]))
+				continue;
+			sqlite3_bind_text(st->q[Q_PATH_DROP_VERSIONS], 1, batch[i].path, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st->q[Q_PATH_DROP_CURRENT], 1, batch[i].path, -1, SQLITE_STATIC);
+			if (!(rc = db_step_done(st, st->q[Q_PATH_DROP_VERSIONS], "cannot expire a tombstone")) &&
+			    !(rc = db_step_done(st, st->q[Q_PATH_DROP_CURRENT], "cannot expire a tombstone")))
+				got++;
+		}
+		if (!rc)
+			rc = db_commit(st, "cannot expire tombstones");
+		if (rc)
+			db_rollback(st);
+		else
+			total += got;
+		pthread_mutex_unlock(&st->db_mu);
+	}
+	free(last);
+	free(batch);
+	if (dropped)
+		*dropped = total;
+	return rc;
+}
+
+int store_tombstones(store *st, uint64_t *count, uint64_t *oldest_seq)
+{
+	uint64_t c = 0, o = 0;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_TOMB_COUNT];
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW) {
+		c = (uint64_t)sqlite3_column_int64(s, 0);
+		o = (uint64_t)sqlite3_column_int64(s, 1); /* NULL reads as 0 */
+	} else {
+		rc = db_fail(st, src, "cannot count tombstones");
+	}
+	sqlite3_reset(s);
+	pthread_mutex_unlock(&st->db_mu);
+	if (count)
+		*count = c;
+	if (oldest_seq)
+		*oldest_seq = o;
+	return rc;
+}
+
+/*
+ * Garbage collection; the algorithm and its safety argument are in
+ * docs/STORAGE.md ("Retention, tombstones, garbage collection").
+ */
+typedef struct gc_state {
+	store *st;
+	store_gc_stats *stats;
+	idset live;     /* chunks and nodes reachable from a kept version */
+	idset walked;   /* nodes walked (a data chunk may share a node's id) */
+	uint64_t head;  /* every version up to this seq is marked */
+	uint32_t gseg;  /* the append point when this GC began */
+	uint64_t goff;
+} gc_state;
+
+static int gc_stop(int step)
+{
+	if (store_gc_debug_stop_after != step)
+		return 0;
+	log_warn("store_gc: stopping after step %d (test hook)", step);
+	return 1;
+}
+
+/* Mark the tree under node id (level 0: any, for a root).  locked: the
+ * caller holds db_mu (and nothing moves records meanwhile). */
+static int gc_mark_tree(gc_state *g, const uint8_t id[HASH_LEN], unsigned level, bool locked, const char *path)
+{
+	if (idset_has(&g->walked, id))
+		return 0;
+	store *st = g->st;
+	char ab[SEG_ID_ABBREV];
+	seg_id_abbrev(id, ab);
+	seg_loc loc;
+	int rc = chunk_find(st, id, &loc, locked);
+	if (rc == 0)
+		return ss_fail(SS_ENOENT, "garbage collection stopped: tree node %s of %.200s is missing (store the "
+					  "file again to repair it)", ab, path);
+	if (rc < 0)
+		return rc;
+	buf b;
+	buf_init(&b, TREE_NODE_MAX);
+	tree_node nd;
+	char msg[300] = "malformed";
+	rc = locked ? seg_read(st->segs, &loc, id, &b) : read_at(st, id, &loc, &b);
+	if (rc && rc != SS_ETOOBIG)
+		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
+	else if (!rc && (tree_node_decode(b.p, b.len, &nd) || (level && nd.level != level)))
+		rc = SS_ECORRUPT;
+	if (rc) {
+		rc = ss_fail(rc == SS_ETOOBIG ? SS_ECORRUPT : rc,
+			     "garbage collection stopped: tree node %s of %.200s is unreadable: %s", ab, path, msg);
+		goto out;
+	}
+	idset_add(&g->walked, id);
+	idset_add(&g->live, id);
+	for (unsigned i = 0; i < nd.count && !rc; i++) {
+		tree_entry e;
+		tree_node_entry(&nd, i, &e);
+		if (nd.level > 1)
+			rc = gc_mark_tree(g, e.id, nd.level - 1u, locked, path);
+		else
+			idset_add(&g->live, e.id);
+	}
+out:
+	buf_free(&b);
+	return rc;
+}
+
+/*
+ * Mark the trees of the live versions after g->head, in batches.  Unlocked:
+ * the database is taken per batch only, and versions committed meanwhile are
+ * picked up by later batches (or by the sweep).  Locked: the caller holds
+ * db_mu, so no version can be committed before the caller is done.
+ */
+static int gc_mark_versions(gc_state *g, bool locked)
+{
+	store *st = g->st;
+	typedef struct {
+		uint64_t seq;
+		uint8_t root[HASH_LEN];
+		char path[SS_PATH_MAX + 1];
+	} root_row;
+	root_row *rows = xmalloc(STORE_LIST_BATCH * sizeof *rows);
+	int rc = 0;
+	bool done = false;
+	while (!done && !rc) {
+		unsigned n = 0;
+		if (!locked)
+			pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[Q_ROOTS];
+		sqlite3_bind_int64(s, 1, (int64_t)g->head);
+		sqlite3_bind_int64(s, 2, STORE_LIST_BATCH);
+		int src;
+		while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+			root_row *r = &rows[n];
+			const char *path = (const char *)sqlite3_column_text(s, 1);
+			r->seq = (uint64_t)sqlite3_column_int64(s, 0);
+			snprintf(r->path, sizeof r->path, "%s", path ? path : "?");
+			if (sqlite3_column_bytes(s, 2) != HASH_LEN) {
+				rc = ss_fail(SS_ECORRUPT, "version %llu of %.200s is corrupt in %s",
+					     (unsigned long long)r->seq, r->path, st->dbpath);
+				break;
+			}
+			memcpy(r->root, sqlite3_column_blob(s, 2), HASH_LEN);
+			n++;
+		}
+		if (!rc && src != SQLITE_DONE)
+			rc = db_fail(st, src, "cannot read the versions");
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		if (!locked)
+			pthread_mutex_unlock(&st->db_mu);
+		done = n < STORE_LIST_BATCH;
+		for (unsigned i = 0; i < n && !rc; i++)
+			rc = gc_mark_tree(g, rows[i].root, 0, locked, rows[i].path);
+		/* Sequence numbers only grow (AUTOINCREMENT), so a version
+		 * committed after this batch's query lands above the head. */
+		if (!rc && n)
+			g->head = rows[n - 1].seq;
+	}
+	free(rows);
+	return rc;
+}
+
+typedef struct gc_cand {
+	uint8_t id[HASH_LEN];
+	seg_loc loc;
+} gc_cand;
+
+/*
+ * Drop the candidates that are still unreachable, older than the watermark
+ * and not pending, in one transaction.  Versions committed since the mark are
+ * marked first, under the same lock, so none can slip in between.
+ */
+static int gc_sweep_batch(gc_state *g, const gc_cand *c, size_t n)
+{
+	store *st = g->st;
+	uint64_t dropped = 0, bytes = 0;
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_begin(st);
+	if (!rc)
+		rc = gc_mark_versions(g, true);
+	uint32_t wseg;
+	uint64_t woff;
+	pthread_mutex_lock(&st->mu);
+	lease_watermark(st, &wseg, &woff);
+	/* Before any row goes: a commit that walked its tree without the lock
+	 * sees the generation move and walks again inside (store_commit). */
+	st->gone_gen++;
+	pthread_mutex_unlock(&st->mu);
+	for (size_t i = 0; i < n && !rc; i++) {
+		const gc_cand *e = &c[i];
+		if (idset_has(&g->live, e->id) || !pos_before(e->loc.seg, e->loc.off, wseg, woff))
+			continue;
+		/* A pending row (a node just marked over this record) would be
+		 * indexed again by the next flush: keep the chunk. */
+		pthread_mutex_lock(&st->mu);
+		bool pending = pend_find(&st->pend, e->id) != NULL;
+		pthread_mutex_unlock(&st->mu);
+		if (pending)
+			continue;
+		sqlite3_stmt *s = st->q[Q_CHUNK_DROP];
+		sqlite3_bind_blob(s, 1, e->id, HASH_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, e->loc.seg);
+		sqlite3_bind_int64(s, 3, (int64_t)e->loc.off);
+		if ((rc = db_step_done(st, s, "cannot drop garbage chunks")))
+			break;
+		if (!sqlite3_changes(st->db))
+			continue;
+		dropped++;
+		bytes += e->loc.len;
+		sqlite3_bind_blob(st->q[Q_NODE_DEL], 1, e->id, HASH_LEN, SQLITE_STATIC);
+		rc = db_step_done(st, st->q[Q_NODE_DEL], "cannot drop garbage chunks");
+	}
+	if (!rc)
+		rc = db_commit(st, "cannot drop garbage chunks");
+	if (rc) {
+		db_rollback(st);
+	} else {
+		st->nchunks -= MIN(st->nchunks, dropped);
+		st->chunk_bytes -= MIN(st->chunk_bytes, bytes);
+		g->stats->chunks_dropped += dropped;
+		g->stats->bytes_dropped += bytes;
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+/* Walk the index in id order, a batch at a time, and sweep what is neither
+ * marked nor appended since this GC began. */
+static int gc_sweep(gc_state *g)
+{
+	store *st = g->st;
+	gc_cand *c = xmalloc(2 * GC_BATCH * sizeof *c);
+	uint8_t after[HASH_LEN] = {0};
+	size_t n = 0;
+	bool done = false;
+	int rc = 0;
+	while (!rc && !done) {
+		unsigned rows = 0;
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[Q_CHUNK_SCAN];
+		sqlite3_bind_blob(s, 1, after, HASH_LEN, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 2, GC_BATCH);
+		int src;
+		while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+			rows++;
+			if (sqlite3_column_bytes(s, 0) != HASH_LEN) {
+				rc = ss_fail(SS_ECORRUPT, "corrupt chunk index entry in %s", st->dbpath);
+				break;
+			}
+			memcpy(after, sqlite3_column_blob(s, 0), HASH_LEN);
+			int64_t seg = sqlite3_column_int64(s, 1), off = sqlite3_column_int64(s, 2),
+				len = sqlite3_column_int64(s, 3);
+			if (idset_has(&g->live, after) || seg <= 0 || seg > UINT32_MAX || off < 0 || len < 0 ||
+			    !pos_before((uint32_t)seg, (uint64_t)off, g->gseg, g->goff))
+				continue;
+			gc_cand *e = &c[n++];
+			memcpy(e->id, after, HASH_LEN);
+			e->loc = (seg_loc){.seg = (uint32_t)seg, .off = (uint64_t)off, .len = (uint32_t)len};
+		}
+		if (!rc && src != SQLITE_DONE)
+			rc = db_fail(st, src, "cannot scan the chunk index");
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		pthread_mutex_unlock(&st->db_mu);
+		done = rows < GC_BATCH;
+		if (!rc && n && (n >= GC_BATCH || done)) {
+			rc = gc_sweep_batch(g, c, n);
+			n = 0;
+		}
+	}
+	free(c);
+	return rc;
+}
+
+typedef struct gc_node {
+	uint8_t id[HASH_LEN];
+	unsigned level;
+} gc_node;
+
+static int gc_node_level_cmp(const void *a, const void *b)
+{
+	unsigned x = ((const gc_node *)a)->level, y = ((const gc_node *)b)->level;
+	return x < y ? -1 : x > y;
+}
+
+/* Caller holds db_mu. */
+static int gc_unmark(store *st, const uint8_t id[HASH_LEN])
+{
+	pthread_mutex_lock(&st->mu);
+	pend_ent *e = pend_find(&st->pend, id);
+	if (e)
+		e->node = false;
+	pthread_mutex_unlock(&st->mu);
+	sqlite3_bind_blob(st->q[Q_NODE_DEL], 1, id, HASH_LEN, SQLITE_STATIC);
+	return db_step_done(st, st->q[Q_NODE_DEL], "cannot unmark a tree node");
+}
+
+/*
+ * Completeness marks after a sweep.  A node reachable from a kept version
+ * keeps its mark: its whole subtree was marked, so nothing under it went.  A
+ * marked node nothing reaches is kept only when the watermark pins it (an
+ * upload or fetch in flight), and children it found present may have been
+ * swept: check each such node's children now, lowest level first, and unmark
+ * it unless they are all still here.
+ */
+static int gc_check_marks(gc_state *g)
+{
+	store *st = g->st;
+	/* Marks still pending go to the nodes table first. */
+	int rc = store_flush(st);
+	gc_node *v = NULL;
+	size_t n = 0, cap = 0;
+	uint8_t after[HASH_LEN] = {0};
+	bool done = false;
+	while (!rc && !done) {
+		unsigned rows = 0;
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[Q_NODE_SCAN];
+		sqlite3_bind_blob(s, 1, after, HASH_LEN, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 2, GC_BATCH);
+		int src;
+		while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+			rows++;
+			if (sqlite3_column_bytes(s, 0) != HASH_LEN) {
+				rc = ss_fail(SS_ECORRUPT, "corrupt tree node mark in %s", st->dbpath);
+				break;
+			}
+			memcpy(after, sqlite3_column_blob(s, 0), HASH_LEN);
+			if (idset_has(&g->live, after))
+				continue;
+			if (n == cap) {
+				cap = cap ? 2 * cap : 64;
+				v = xrealloc(v, cap * sizeof *v);
+			}
+			memcpy(v[n].id, after, HASH_LEN);
+			v[n++].level = 0;
+		}
+		if (!rc && src != SQLITE_DONE)
+			rc = db_fail(st, src, "cannot scan the tree node marks");
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		pthread_mutex_unlock(&st->db_mu);
+		done = rows < GC_BATCH;
+	}
+	buf b;
+	buf_init(&b, TREE_NODE_MAX);
+	/* Levels first (an unreadable node sorts first and is unmarked). */
+	for (size_t i = 0; i < n && !rc; i++) {
+		seg_loc loc;
+		tree_node nd;
+		if (chunk_find(st, v[i].id, &loc, false) == 1 && !read_at(st, v[i].id, &loc, &b) &&
+		    !tree_node_decode(b.p, b.len, &nd))
+			v[i].level = nd.level;
+	}
+	if (n)
+		qsort(v, n, sizeof *v, gc_node_level_cmp);
+	idset whole = {0};
+	uint64_t unmarked = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		/* Under the lock, so the check and the unmark see one state. */
+		pthread_mutex_lock(&st->db_mu);
+		seg_loc loc;
+		tree_node nd = {0};
+		bool ok = v[i].level > 0 && chunk_find(st, v[i].id, &loc, true) == 1 &&
+			  !seg_read(st->segs, &loc, v[i].id, &b) && !tree_node_decode(b.p, b.len, &nd);
+		for (unsigned k = 0; ok && k < nd.count; k++) {
+			tree_entry e;
+			tree_node_entry(&nd, k, &e);
+			if (nd.level == 1)
+				ok = chunk_find(st, e.id, &loc, true) == 1;
+			else
+				ok = idset_has(&g->live, e.id) || idset_has(&whole, e.id);
+		}
+		if (ok)
+			idset_add(&whole, v[i].id);
+		else if (!(rc = gc_unmark(st, v[i].id)))
+			unmarked++;
+		pthread_mutex_unlock(&st->db_mu);
+	}
+	if (unmarked)
+		log_info("garbage collection: %llu tree node marks cleared (their subtrees lost chunks)",
+			 (unsigned long long)unmarked);
+	idset_free(&whole);
+	buf_free(&b);
+	free(v);
+	return rc;
+}
+
+/* Keep every other store function off the flush path: a flush snapshots
+ * pending rows and indexes them later, so while GC re-points rows none may
+ * be in flight with a stale location. */
+static void flush_exclude(store *st, bool on)
+{
+	pthread_mutex_lock(&st->mu);
+	if (on) {
+		while (st->flushing)
+			pthread_cond_wait(&st->flush_cv, &st->mu);
+		st->flushing = true;
+	} else {
+		st->flushing = false;
+		pthread_cond_broadcast(&st->flush_cv);
+	}
+	pthread_mutex_unlock(&st->mu);
+}
+
+typedef struct gc_row {
+	uint8_t id[HASH_LEN];
+	seg_loc from, to;
+} gc_row;
+
+/* The index rows in segment num (sealed, so no new record lands there). */
+static int gc_seg_rows(store *st, uint32_t num, gc_row **out, size_t *n)
+{
+	size_t cap = 0;
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_CHUNK_SEG];
+	sqlite3_bind_int64(s, 1, num);
+	int src, rc = 0;
+	while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t off = sqlite3_column_int64(s, 1), len = sqlite3_column_int64(s, 2);
+		if (sqlite3_column_bytes(s, 0) != HASH_LEN || off < SEG_FILE_HDR || len < 0 || len > SEG_CHUNK_MAX) {
+			rc = ss_fail(SS_ECORRUPT, "corrupt index entry for segment %08u in %s", num, st->dbpath);
+			break;
+		}
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 256;
+			*out = xrealloc(*out, cap * sizeof **out);
+		}
+		gc_row *r = &(*out)[(*n)++];
+		memcpy(r->id, sqlite3_column_blob(s, 0), HASH_LEN);
+		r->from = (seg_loc){.seg = num, .off = (uint64_t)off, .len = (uint32_t)len};
+	}
+	if (!rc && src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the chunk index");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+/*
+ * Copy the rows' records to the active segment and make the copies durable.
+ * 1 (and a warning) if a record cannot be read: the segment stays as it is.
+ */
+static int gc_copy(store *st, uint32_t num, gc_row *rows, size_t n)
+{
+	buf b;
+	buf_init(&b, SEG_CHUNK_MAX);
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		if ((rc = seg_read(st->segs, &rows[i].from, rows[i].id, &b))) {
+			log_warn("garbage collection: segment %08u kept: %s", num, ss_errmsg(rc));
+			rc = 1;
+			break;
+		}
+		rc = seg_append(st->segs, rows[i].id, b.p, (uint32_t)b.len, &rows[i].to);
+	}
+	buf_free(&b);
+	if (rc)
+		return rc;
+	/* The flush path's fsync: every copy (and the directory, if the copies
+	 * started a new segment) is durable before any row points at it. */
+	if ((rc = seg_sync(st->segs)))
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if (seg_lost(st->segs, rows[i].to.seg))
+			return ss_fail(SS_EIO, "garbage collection: segment %08u could not be synced", rows[i].to.seg);
+	return 0;
+}
+
+/*
+ * Re-point the moved rows in one transaction and report whether anything
+ * (an index row or a pending row) still points into segment num.  Pending
+ * rows with the old location (a node marked over a moved record) follow.
+ */
+static int gc_repoint(store *st, uint32_t num, const gc_row *rows, size_t n, bool *empty)
+{
+	flush_exclude(st, true);
+	pthread_mutex_lock(&st->db_mu);
+	int rc = n ? db_begin(st) : 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		sqlite3_stmt *s = st->q[Q_CHUNK_MOVE];
+		sqlite3_bind_blob(s, 1, rows[i].id, HASH_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, rows[i].from.seg);
+		sqlite3_bind_int64(s, 3, (int64_t)rows[i].from.off);
+		sqlite3_bind_int64(s, 4, rows[i].to.seg);
+		sqlite3_bind_int64(s, 5, (int64_t)rows[i].to.off);
+		rc = db_step_done(st, s, "cannot move chunks");
+	}
+	if (!rc && n)
+		rc = db_commit(st, "cannot move chunks");
+	if (rc)
+		db_rollback(st);
+	int64_t left = 0;
+	if (!rc) {
+		sqlite3_stmt *s = st->q[Q_SEG_LIVE];
+		sqlite3_bind_int64(s, 1, num);
+		int src = sqlite3_step(s);
+		if (src == SQLITE_ROW)
+			left = sqlite3_column_int64(s, 0);
+		else
+			rc = db_fail(st, src, "cannot read the chunk index");
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+	}
+	if (!rc) {
+		pthread_mutex_lock(&st->mu);
+		for (size_t i = 0; i < n; i++) {
+			pend_ent *e = pend_find(&st->pend, rows[i].id);
+			if (e && loc_equal(&e->loc, &rows[i].from))
+				e->loc = rows[i].to;
+		}
+		for (size_t i = 0; i < st->pend.cap; i++)
+			if (st->pend.v[i].seq && st->pend.v[i].loc.seg == num)
+				left++;
+		pthread_mutex_unlock(&st->mu);
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	flush_exclude(st, false);
+	*empty = left == 0;
+	return rc;
+}
+
+/* Compact (or delete) each sealed segment, other than the newest, whose
+ * indexed records fill less than half of it. */
+static int gc_compact(gc_state *g)
+{
+	store *st = g->st;
+	unsigned nseg = seg_count(st->segs);
+	if (nseg < 2)
+		return 0;
+	uint32_t *nums = xmalloc(nseg * sizeof *nums);
+	for (unsigned i = 0; i < nseg; i++)
+		nums[i] = seg_num_at(st->segs, i);
+	int rc = 0;
+	for (unsigned i = 0; i + 1 < nseg && !rc; i++) {
+		uint32_t num = nums[i];
+		uint64_t size;
+		bool sealed, damaged;
+		if (seg_info(st->segs, num, &size, &sealed, &damaged) || !sealed || damaged)
+			continue;
+		gc_row *rows;
+		size_t n;
+		if ((rc = gc_seg_rows(st, num, &rows, &n)))
+			break;
+		uint64_t live = 0;
+		for (size_t k = 0; k < n; k++)
+			live += SEG_REC_HDR + rows[k].from.len;
+		if (n && live * 2 >= size) {
+			free(rows);
+			continue;
+		}
+		bool empty = false;
+		if (n && (rc = gc_copy(st, num, rows, n))) {
+			free(rows);
+			if (rc == 1) /* unreadable record: keep the segment */
+				rc = 0;
+			continue;
+		}
+		if (gc_stop(GC_STOP_AFTER_COPY)) {
+			free(rows);
+			rc = 1;
+			break;
+		}
+		rc = gc_repoint(st, num, rows, n, &empty);
+		free(rows);
+		if (rc)
+			break;
+		if (gc_stop(GC_STOP_AFTER_REPOINT)) {
+			rc = 1;
+			break;
+		}
+		if (!empty) {
+			/* Something new points into it (a race with a forget or
+			 * a node mark): leave it to the next GC. */
+			log_info("garbage collection: segment %08u still in use; kept", num);
+			continue;
+		}
+		/* Only now, with no row pointing into it, does the file go; the
+		 * row in segments goes after the unlink is durable. */
+		if ((rc = seg_remove(st->segs, num)))
+			break;
+		if (n)
+			g->stats->segments_compacted++;
+		g->stats->segments_deleted++;
+		if (gc_stop(GC_STOP_AFTER_UNLINK)) {
+			rc = 1;
+			break;
+		}
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_bind_int64(st->q[Q_SEG_DEL], 1, num);
+		rc = db_step_done(st, st->q[Q_SEG_DEL], "cannot drop a segment's index entry");
+		pthread_mutex_unlock(&st->db_mu);
+	}
+	free(nums);
+	return rc;
+}
+
+/* Drop the segments rows of segment files that are gone (a crash between a
+ * segment's unlink and its row's deletion).  Numbers below the newest
+ * segment are never handed out again. */
+static int gc_prune_segment_rows(store *st)
+{
+	unsigned nseg = seg_count(st->segs);
+	if (!nseg)
+		return 0;
+	uint32_t newest = seg_num_at(st->segs, nseg - 1);
+	uint32_t *gone = NULL;
+	size_t n = 0, cap = 0;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_SEG_ALL];
+	int src, rc = 0;
+	while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t num = sqlite3_column_int64(s, 0);
+		uint64_t size;
+		bool sealed, damaged;
+		if (num <= 0 || num >= newest || !seg_info(st->segs, (uint32_t)num, &size, &sealed, &damaged))
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			gone = xrealloc(gone, cap * sizeof *gone);
+		}
+		gone[n++] = (uint32_t)num;
+	}
+	if (src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the segment index");
+	sqlite3_reset(s);
+	for (size_t i = 0; i < n && !rc; i++) {
+		sqlite3_bind_int64(st->q[Q_SEG_DEL], 1, gone[i]);
+		rc = db_step_done(st, st->q[Q_SEG_DEL], "cannot drop a segment's index entry");
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	free(gone);
+	return rc;
+}
+
+int store_gc(store *st, store_gc_stats *out)
+{
+	store_gc_stats stats = {0};
+	if (out)
+		*out = stats;
+	if (pthread_mutex_trylock(&st->gc_mu))
+		return ss_fail(SS_EBUSY, "garbage collection of %s is already running", st->dir);
+	gc_state g = {.st = st, .stats = &stats};
+	/* GC's own lease pins everything appended from now on: chunks of
+	 * uploads that begin during the mark are never candidates. */
+	uint64_t lease = store_lease_begin(st);
+	pthread_mutex_lock(&st->mu);
+	for (unsigned i = 0; i < st->nleases; i++)
+		if (st->leases[i].id == lease) {
+			g.gseg = st->leases[i].seg;
+			g.goff = st->leases[i].off;
+		}
+	pthread_mutex_unlock(&st->mu);
+	int rc = store_flush(st);
+	stats.bytes_before = seg_total(st->segs);
+	if (!rc)
+		rc = gc_prune_segment_rows(st);
+	if (!rc)
+		rc = gc_mark_versions(&g, false);
+	if (!rc)
+		rc = gc_sweep(&g);
+	if (!rc)
+		rc = gc_check_marks(&g);
+	if (!rc && gc_stop(GC_STOP_AFTER_SWEEP))
+		rc = 1;
+	if (!rc)
+		rc = gc_compact(&g);
+	if (!rc)
+		rc = gc_prune_segment_rows(st);
+	if (rc == 1) /* stopped by the test hook */
+		rc = 0;
+	stats.bytes_after = seg_total(st->segs);
+	store_lease_end(st, lease);
+	idset_free(&g.live);
+	idset_free(&g.walked);
+	pthread_mutex_unlock(&st->gc_mu);
+	if (!rc && (stats.chunks_dropped || stats.segments_deleted))
+		log_info("garbage collection of %s: %llu chunks (%llu bytes) dropped, %llu segments compacted, "
+			 "%llu deleted; segments %llu -> %llu bytes",
+			 st->dir, (unsigned long long)stats.chunks_dropped, (unsigned long long)stats.bytes_dropped,
+			 (unsigned long long)stats.segments_compacted, (unsigned long long)stats.segments_deleted,
+			 (unsigned long long)stats.bytes_before, (unsigned long long)stats.bytes_after);
+	if (out)
+		*out = stats;
 	return rc;
 }

@@ -79,10 +79,20 @@ int store_forget(store *st, const uint8_t id[HASH_LEN]);
 /* Make every chunk put so far durable (group commit). */
 int store_flush(store *st);
 
-/* ---- leases: chunks of uploads in flight are pinned against GC ---- */
+/*
+ * ---- leases: chunks of uploads and fetches in flight are pinned against GC ----
+ *
+ * A lease remembers the append point (segment, offset) at its beginning; the
+ * watermark is the oldest such point over live leases.  store_gc never drops
+ * a chunk whose record lies at or after the watermark, so whatever a lease
+ * holder stores from its beginning on survives until the lease ends.  A chunk
+ * it merely found present (stored before) is not pinned: if GC drops it, the
+ * holder's commit fails its whole-tree check (SS_ENOENT naming the chunk),
+ * nothing acknowledged is lost, and the retry sends the chunk again.
+ */
 uint64_t store_lease_begin(store *st);
 void store_lease_end(store *st, uint64_t lease);
-/* Number of live leases (for status and for GC, which must skip pinned chunks). */
+/* Number of live leases (for status). */
 unsigned store_lease_count(store *st);
 
 /* ---- namespace ---- */
@@ -121,6 +131,8 @@ void store_set_node(store *st, uint64_t short_id);
  */
 int store_commit(store *st, record *rec);
 /* Rename: one transaction writing the new path and a tombstone for the old. */
+/* out_new->seq is the new path's version; the old path's tombstone is
+ * written right after it, at out_new->seq + 1. */
 int store_rename(store *st, const char *from, const char *to, record *out_new);
 /* Current (live or deleted) record of a path: 0, SS_ENOENT. */
 int store_lookup(store *st, const char *path, record *out);
@@ -191,5 +203,58 @@ typedef struct store_stats {
 	uint8_t digest[HASH_LEN]; /* SHA-256 over the sorted current namespace */
 } store_stats;
 int store_stats_get(store *st, store_stats *out);
+
+/* ---- history, tombstones, garbage ---- */
+
+/* Drop non-current versions superseded more than retention_ns before now_ns:
+ * a version is superseded at the otime_ns of the next version of its path
+ * (next by local seq).  Current records are never dropped here.  *dropped
+ * (may be NULL) gets the count. */
+int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64_t *dropped);
+
+/* Current tombstones (deleted records) for which expirable(ctx, rec) says
+ * yes are removed for good, together with every older version of their path,
+ * so the path no longer exists in the namespace, the history or the change
+ * log.  expirable runs under the database lock (it must not call the store);
+ * rec->seq is the tombstone's local seq.  *dropped gets the tombstones removed. */
+typedef bool (*store_expirable_fn)(void *ctx, const record *tombstone);
+int store_expire_tombstones(store *st, store_expirable_fn expirable, void *ctx, uint64_t *dropped);
+
+/* Count of current tombstones (for status); *oldest_seq is the lowest local
+ * seq among them, 0 when there are none.  Either pointer may be NULL. */
+int store_tombstones(store *st, uint64_t *count, uint64_t *oldest_seq);
+
+typedef struct store_gc_stats {
+	uint64_t chunks_dropped, bytes_dropped;   /* index entries removed */
+	uint64_t segments_compacted;              /* live records moved, then the file deleted */
+	uint64_t segments_deleted;                /* files deleted (compacted ones included) */
+	uint64_t bytes_before, bytes_after;       /* segment files on disk */
+} store_gc_stats;
+
+/*
+ * Garbage collection, online (other threads keep putting, committing and
+ * reading meanwhile):
+ *  1. mark: every chunk and tree node reachable from any version still in
+ *     the versions table (walk each distinct root's tree once);
+ *  2. sweep: drop from the index every chunk/node row NOT marked whose
+ *     segment position is older than the lease watermark, and clear the
+ *     completeness marks that may no longer hold;
+ *  3. compact: for each sealed (not active) segment whose live bytes are
+ *     below half its size, copy its still-indexed records to the active
+ *     segment (append, fsync, re-point the index rows in one transaction),
+ *     then delete the old file (and its row in the segments table) only after
+ *     that transaction committed; a segment with no live record left is
+ *     simply deleted.
+ * A crash at any point leaves a store that opens, loses no chunk a kept
+ * version references, and whose orphan files and records a later GC
+ * collects (docs/STORAGE.md has the argument).  One GC at a time: SS_EBUSY
+ * while another runs.  A kept version whose tree node is missing or
+ * unreadable stops the GC before anything is dropped (the message names it).
+ * *out (may be NULL) gets the counts, also after a failure.
+ */
+int store_gc(store *st, store_gc_stats *out);
+
+/* For tests: roll segments past this many bytes instead of STORE_SEGMENT_MAX. */
+void store_set_segment_max(store *st, uint64_t bytes);
 
 #endif
