@@ -490,6 +490,16 @@ static int seg_create(seg_set *ss)
 	return 0;
 }
 
+int seg_roll(seg_set *ss)
+{
+	pthread_mutex_lock(&ss->append_mu);
+	pthread_mutex_lock(&ss->mu);
+	int rc = seg_create(ss);
+	pthread_mutex_unlock(&ss->mu);
+	pthread_mutex_unlock(&ss->append_mu);
+	return rc;
+}
+
 int seg_append(seg_set *ss, const uint8_t id[HASH_LEN], const void *data, uint32_t len, seg_loc *loc)
 {
 	SS_ASSERT(len <= SEG_CHUNK_MAX);

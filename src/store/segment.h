@@ -92,6 +92,9 @@ void seg_id_abbrev(const uint8_t id[HASH_LEN], char out[SEG_ID_ABBREV]);
 /* The append point: every record appended after the call lands at or after
  * (*num, *off) in (segment, offset) order. */
 void seg_position(seg_set *ss, uint32_t *num, uint64_t *off);
+/* Seal the active segment now and start a new one (for GC: the active
+ * segment cannot be compacted, and may hold most of the garbage). */
+int seg_roll(seg_set *ss);
 /* Roll to a new segment past max bytes instead of STORE_SEGMENT_MAX. */
 void seg_set_max(seg_set *ss, uint64_t max);
 /* Size (the append point: end of the last whole record) and state of

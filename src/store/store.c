@@ -2747,9 +2747,36 @@ static int gc_repoint(store *st, uint32_t num, const gc_row *rows, size_t n, boo
 
 /* Compact (or delete) each sealed segment, other than the newest, whose
  * indexed records fill less than half of it. */
+/* The active segment is never compacted: if it is mostly garbage (files
+ * deleted soon after they were written, the common case on a small store),
+ * seal it now so this GC can.  Only past GC_ROLL_MIN, so an idle store
+ * does not get a new file every round. */
+#define GC_ROLL_MIN (1u << 20)
+static int gc_roll_active(store *st)
+{
+	uint32_t num;
+	uint64_t off;
+	seg_position(st->segs, &num, &off);
+	if (off < GC_ROLL_MIN)
+		return 0;
+	gc_row *rows;
+	size_t n;
+	int rc = gc_seg_rows(st, num, &rows, &n);
+	if (rc)
+		return rc;
+	uint64_t live = 0;
+	for (size_t k = 0; k < n; k++)
+		live += SEG_REC_HDR + rows[k].from.len;
+	free(rows);
+	return live * 2 < off ? seg_roll(st->segs) : 0;
+}
+
 static int gc_compact(gc_state *g)
 {
 	store *st = g->st;
+	int rc0 = gc_roll_active(st);
+	if (rc0)
+		return rc0;
 	unsigned nseg = seg_count(st->segs);
 	if (nseg < 2)
 		return 0;
