@@ -330,7 +330,9 @@ int cmd_status(const cli_opts *o, int argc, char **argv)
 			while (!(rc = msgio_recv(&cl.io, cl.m)) && cl.m->type == MSG_SERVER)
 				if (n < 64)
 					sv[n++] = cl.m->server;
-			if (!rc && cl.m->type != MSG_END)
+			if (!rc && cl.m->type == MSG_ERROR)
+				rc = ss_fail(SS_EREMOTE, "%s", cl.m->error.text);
+			else if (!rc && cl.m->type != MSG_END)
 				rc = ss_fail(SS_EPROTO, "unexpected reply %u to status", cl.m->type);
 		}
 		client_close(&cl);

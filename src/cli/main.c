@@ -24,7 +24,7 @@ static const char usage_text[] =
 	"  cert issue --tls DIR --role ROLE --name NAME --out OUTDIR\n"
 	"                                            issue an identity (ROLE: server, tracker, client)\n"
 	"  server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-	"         [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--tracker HOST:PORT]...\n"
+	"         [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS] [--tracker HOST:PORT]...\n"
 	"                                            run a storage server in the foreground\n"
 	"files:\n"
 	"  put LOCAL_FILE_OR_DIR REMOTE_PATH         upload (an update sends only what changed)\n"
@@ -101,7 +101,8 @@ usage:
 
 static int cmd_server(int argc, char **argv)
 {
-	server_opts o = {.write_quorum = "majority", .quorum_timeout_ms = SERVER_QUORUM_MS};
+	server_opts o = {.write_quorum = "majority", .quorum_timeout_ms = SERVER_QUORUM_MS,
+			 .retention_ms = SERVER_RETENTION_MS};
 	char *end;
 	static const struct option lopts[] = {{"data", required_argument, 0, 'd'},
 					      {"listen", required_argument, 0, 'l'},
@@ -110,6 +111,7 @@ static int cmd_server(int argc, char **argv)
 					      {"tracker", required_argument, 0, 'T'},
 					      {"write-quorum", required_argument, 0, 'w'},
 					      {"quorum-timeout", required_argument, 0, 'q'},
+					      {"retention", required_argument, 0, 'r'},
 					      {"help", no_argument, 0, 'h'},
 					      {0, 0, 0, 0}};
 	optind = 1;
@@ -143,9 +145,18 @@ static int cmd_server(int argc, char **argv)
 			o.quorum_timeout_ms = (int)(sec * 1000);
 			break;
 		}
+		case 'r': {
+			double sec = strtod(optarg, &end);
+			if (*end || end == optarg || sec < 0 || sec > 100.0 * 365 * 24 * 3600) {
+				fprintf(stderr, "syncstore: server: --retention wants seconds, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.retention_ms = (int64_t)(sec * 1000);
+			break;
+		}
 		case 'h':
 			printf("usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-			       "       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--tracker HOST:PORT]...\n");
+			       "       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS] [--tracker HOST:PORT]...\n");
 			return 0;
 		default: goto usage;
 		}
@@ -155,7 +166,7 @@ static int cmd_server(int argc, char **argv)
 	return server_main(&o);
 usage:
 	fprintf(stderr, "usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-			"       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--tracker HOST:PORT]...\n");
+			"       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS] [--tracker HOST:PORT]...\n");
 	return EXIT_USAGE;
 }
 

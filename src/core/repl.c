@@ -10,6 +10,10 @@ int repl_decide(void *ctx, const record *local, const record *remote, record out
 	repl_counts none = {0}, *c = ctx ? ctx : &none;
 	*n = 0;
 	if (!local) {
+		if (remote->deleted) {
+			c->kept++;
+			return 0;
+		}
 		out[(*n)++] = *remote;
 		c->taken++;
 		return 0;
@@ -27,7 +31,10 @@ int repl_decide(void *ctx, const record *local, const record *remote, record out
 		c->taken++;
 		return 0;
 	case RESOLVE_MERGE:
-		out[*n] = *local;
+		/* Same content; keep the higher origin's record so every server
+		 * writes the very same version (its origin names future
+		 * conflict copies). */
+		out[*n] = remote->origin > local->origin ? *remote : *local;
 		out[(*n)++].vv = res.merged;
 		c->merged++;
 		return 0;
@@ -46,7 +53,41 @@ int repl_decide(void *ctx, const record *local, const record *remote, record out
 	return ss_fail(SS_EINVAL, "unknown resolution %d", (int)res.kind);
 }
 
+int repl_record_check(const record *r)
+{
+	int rc = path_check(r->path, strlen(r->path));
+	if (rc)
+		return rc;
+	if (r->vv.n == 0 || r->vv.n > VV_MAX)
+		return ss_fail(SS_EPROTO, "record for %s has %u version vector entries", r->path, r->vv.n);
+	for (unsigned i = 0; i < r->vv.n; i++) {
+		if (!r->vv.e[i].counter || !r->vv.e[i].node)
+			return ss_fail(SS_EPROTO, "record for %s has a zero in its version vector", r->path);
+		if (i && r->vv.e[i - 1].node >= r->vv.e[i].node)
+			return ss_fail(SS_EPROTO, "record for %s has an unsorted version vector", r->path);
+	}
+	if (r->mode & ~07777u)
+		return ss_fail(SS_EPROTO, "record for %s has mode %o", r->path, r->mode);
+	if (r->deleted) {
+		for (unsigned i = 0; i < HASH_LEN; i++)
+			if (r->root[i])
+				return ss_fail(SS_EPROTO, "tombstone for %s names content", r->path);
+	}
+	return 0;
+}
+
 uint64_t repl_pull_after(uint64_t cursor_index, uint64_t cursor_seq, uint64_t peer_index)
 {
 	return cursor_index == peer_index ? cursor_seq : 0;
+}
+
+bool repl_tombstone_expirable(const record *t, int64_t now_ns, int64_t retention_ns, const uint64_t *acked,
+			      unsigned nmembers)
+{
+	if (!t->deleted || now_ns - t->otime_ns < retention_ns)
+		return false;
+	for (unsigned i = 0; i < nmembers; i++)
+		if (acked[i] < t->seq)
+			return false;
+	return true;
 }

@@ -22,7 +22,10 @@ typedef struct repl_counts {
 
 /*
  * A store_decide_fn (ctx: repl_counts *, may be NULL).  No local record:
- * take the remote one.  Otherwise by resolve():
+ * take the remote one — unless it is a tombstone, which deletes nothing
+ * here (and must not come back to life after every server expired it: a
+ * tombstone re-sent by a peer that has not expired it yet would otherwise
+ * bounce between the two for ever).  Otherwise by resolve():
  *   KEEP      nothing
  *   TAKE      the remote record as it is
  *   MERGE     our record with the merged vector
@@ -31,6 +34,20 @@ typedef struct repl_counts {
  *             is a delete, which needs no copy (an update beats it)
  */
 int repl_decide(void *ctx, const record *local, const record *remote, record out[2], unsigned *n);
+
+/*
+ * May this server forget tombstone t for good?  Only once it is older than
+ * the retention window and every other member has durably applied this
+ * server's log past it: acked[i] is member i's cursor over our log (0 when
+ * unknown — a member down since we started blocks expiry, as it must: it may
+ * still hold the deleted version and would bring it back).
+ */
+bool repl_tombstone_expirable(const record *t, int64_t now_ns, int64_t retention_ns, const uint64_t *acked,
+			      unsigned nmembers);
+
+/* Is a received record well formed (path, sorted non-zero version vector,
+ * mode, an empty root for a tombstone)?  0 or SS_EPROTO/SS_EINVAL saying why. */
+int repl_record_check(const record *r);
 
 /* The sequence to pull after: the stored cursor if it is over the index the
  * peer announces, else 0 (its data directory is new: everything again). */

@@ -130,8 +130,22 @@ int conflict_path(const record *loser, char *out, size_t outsz)
 	if (!gmtime_r(&t, &tm) || !strftime(when, sizeof when, "%Y%m%d-%H%M%S", &tm))
 		snprintf(when, sizeof when, "%lld", (long long)sec);
 
-	int n = snprintf(out, outsz, "%.*s.sync-conflict-%s-%016llx%s", (int)stem, path, when,
-			 (unsigned long long)loser->origin, dot ? dot : "");
+	char tail[SS_NAME_MAX + 1];
+	int tn = snprintf(tail, sizeof tail, ".sync-conflict-%s-%016llx%s", when, (unsigned long long)loser->origin,
+			  dot && strlen(dot) <= SS_NAME_MAX / 2 ? dot : "");
+	/* Too long a name would make the copy impossible, and every server
+	 * would refuse the same record for ever: cut the stem instead (the
+	 * same way everywhere), at a UTF-8 character boundary. */
+	size_t dir = (size_t)(base - path), room_name = SS_NAME_MAX - (size_t)tn;
+	size_t room_path = SS_PATH_MAX > dir + (size_t)tn ? SS_PATH_MAX - dir - (size_t)tn : 0;
+	size_t keep = stem - dir;
+	if (keep > room_name)
+		keep = room_name;
+	if (keep > room_path)
+		keep = room_path;
+	while (keep > 0 && keep < stem - dir && ((unsigned char)base[keep] & 0xC0) == 0x80)
+		keep--;
+	int n = snprintf(out, outsz, "%.*s%.*s%s", (int)dir, path, (int)keep, base, tail);
 	if (n < 0 || (size_t)n >= outsz)
 		return ss_fail(SS_ETOOBIG, "conflict copy name for %s is too long", path);
 	return path_check(out, (size_t)n);

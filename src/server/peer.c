@@ -63,19 +63,19 @@ static int recv_chunk(link *l, const uint8_t id[HASH_LEN], const uint8_t **p, si
 		return rc;
 	if (l->m->type == MSG_MISSING) {
 		hex_encode(id, HASH_LEN, hex);
-		return ss_fail(SS_ENOENT, "peer %s does not have chunk %.16s", l->p->addr, hex);
+		return ss_fail(SS_ENOENT, "it does not have chunk %.16s", hex);
 	}
 	if (l->m->type == MSG_ERROR)
-		return ss_fail(SS_EREMOTE, "peer %s: %s", l->p->addr, l->m->error.text);
+		return ss_fail(SS_EREMOTE, "%s", l->m->error.text);
 	if (l->m->type != MSG_CHUNK)
-		return ss_fail(SS_EPROTO, "peer %s answered READ with message type %u", l->p->addr, l->m->type);
+		return ss_fail(SS_EPROTO, "it answered READ with message type %u", l->m->type);
 	if ((rc = wire_chunk_raw(l->m, l->dctx, l->scratch, p, n)))
 		return rc;
 	uint8_t got[HASH_LEN];
 	sha256(*p, *n, got);
 	if (memcmp(got, id, HASH_LEN)) {
 		hex_encode(id, HASH_LEN, hex);
-		return ss_fail(SS_ECORRUPT, "peer %s sent bytes that do not match chunk %.16s", l->p->addr, hex);
+		return ss_fail(SS_ECORRUPT, "it sent bytes that do not match chunk %.16s", hex);
 	}
 	return 0;
 }
@@ -103,8 +103,9 @@ static int fetch_chunks(link *l, const tree_node *nd)
 	for (unsigned i = 0; i < n && !rc; i++) {
 		const uint8_t *p;
 		size_t len;
-		if (!(rc = recv_chunk(l, ids + i * HASH_LEN, &p, &len)))
-			rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len);
+		if ((rc = recv_chunk(l, ids + i * HASH_LEN, &p, &len)))
+			break;
+		rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len);
 		l->fetched_chunks++;
 		l->fetched_bytes += len;
 	}
@@ -123,20 +124,20 @@ static int fetch_tree(link *l, const uint8_t id[HASH_LEN], int level, unsigned d
 	if (rc)
 		return rc < 0 ? rc : 0;
 	if (depth > TREE_MAX_LEVEL)
-		return ss_fail(SS_ECORRUPT, "tree from peer %s is deeper than %d levels", l->p->addr, TREE_MAX_LEVEL);
+		return ss_fail(SS_ECORRUPT, "its tree is deeper than %d levels", TREE_MAX_LEVEL);
 	uint8_t body[TREE_NODE_MAX];
 	const uint8_t *p;
 	size_t len;
 	if ((rc = send_read(l, id, 1)) || (rc = recv_chunk(l, id, &p, &len)))
 		return rc;
 	if (len > TREE_NODE_MAX)
-		return ss_fail(SS_ECORRUPT, "tree node from peer %s is too large", l->p->addr);
+		return ss_fail(SS_ECORRUPT, "it sent a tree node that is too large");
 	memcpy(body, p, len);
 	tree_node nd;
 	if ((rc = tree_node_decode(body, len, &nd)))
 		return rc;
 	if (level >= 0 && nd.level != level)
-		return ss_fail(SS_ECORRUPT, "tree node from peer %s at the wrong level", l->p->addr);
+		return ss_fail(SS_ECORRUPT, "it sent a tree node at the wrong level");
 	if (nd.level == 1) {
 		rc = fetch_chunks(l, &nd);
 	} else {
@@ -155,6 +156,7 @@ static void set_info(link *l, const msg *pulled, uint64_t cursor)
 {
 	peer *p = l->p;
 	pthread_mutex_lock(&p->all->mu);
+	p->info.head_known = true;
 	p->info.index_id = pulled->pulled.index_id;
 	p->info.head = pulled->pulled.head;
 	p->info.files = pulled->pulled.files;
@@ -165,12 +167,31 @@ static void set_info(link *l, const msg *pulled, uint64_t cursor)
 	pthread_mutex_unlock(&p->all->mu);
 }
 
-/* One PULL: receive what is new, complete the trees, apply in one go. */
-static int pull_once(link *l)
+/* Within one batch, a record followed by a later one for the same path is
+ * superseded by it (a server's log holds a path's versions in causal order):
+ * apply only the last, so an old version's tree is never needed.  O(n²)
+ * over ≤ PEER_PULL_BATCH records. */
+static unsigned drop_superseded(record *recs, unsigned n)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < n; i++) {
+		bool later = false;
+		for (unsigned j = i + 1; j < n && !later; j++)
+			later = !strcmp(recs[i].path, recs[j].path);
+		if (!later)
+			recs[k++] = recs[i];
+	}
+	return k;
+}
+
+/* One PULL: receive what is new, complete the trees, apply in one go.  The
+ * first PULL of a connection is not held, so status and the write
+ * catch-up learn the peer's head at once. */
+static int pull_once(link *l, bool first)
 {
 	uint64_t index_id, cursor;
 	int rc = store_cursor_get(l->st, l->peer_short, &index_id, &cursor);
-	if (rc || (rc = wire_pull(&l->io.out, index_id, cursor, PEER_PULL_BATCH, PEER_WAIT_MS)) ||
+	if (rc || (rc = wire_pull(&l->io.out, index_id, cursor, PEER_PULL_BATCH, first ? 0 : PEER_WAIT_MS)) ||
 	    (rc = msgio_flush(&l->io)))
 		return rc;
 	unsigned n = 0;
@@ -190,20 +211,36 @@ static int pull_once(link *l)
 	/* A new index id means the peer's data directory is new: its records
 	 * come again from the start, and the cursor restarts with them. */
 	uint64_t peer_index = pulled.pulled.index_id;
+	uint64_t from = repl_pull_after(index_id, cursor, peer_index);
+	/* Its head, before the fetches: a write here meanwhile knows to wait. */
+	set_info(l, &pulled, from);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t prev = i ? l->recs[i - 1].seq : from;
+		if (l->recs[i].seq <= prev || l->recs[i].seq > pulled.pulled.head)
+			return ss_fail(SS_EPROTO, "it sent record %llu out of order (after %llu, head %llu)",
+				       (unsigned long long)l->recs[i].seq, (unsigned long long)prev,
+				       (unsigned long long)pulled.pulled.head);
+		if ((rc = repl_record_check(&l->recs[i])))
+			return rc;
+	}
 	if (!n) {
 		if (peer_index != index_id && (rc = store_cursor_set(l->st, l->peer_short, peer_index, 0)))
 			return rc;
-		set_info(l, &pulled, peer_index != index_id ? 0 : cursor);
 		return 0;
 	}
-	for (unsigned i = 0; i < n && !rc; i++)
+	uint64_t last = l->recs[n - 1].seq;
+	unsigned kept = drop_superseded(l->recs, n);
+	/* Fetched chunks belong to no version until the apply: the lease
+	 * keeps garbage collection off them meanwhile. */
+	uint64_t lease = store_lease_begin(l->st);
+	for (unsigned i = 0; i < kept && !rc; i++)
 		if (!l->recs[i].deleted)
 			rc = fetch_tree(l, l->recs[i].root, -1, 0);
-	uint64_t last = l->recs[n - 1].seq;
 	unsigned written = 0;
 	if (!rc)
-		rc = store_apply_remote(l->st, l->recs, n, l->peer_short, peer_index, last, repl_decide, &l->counts,
-					&written);
+		rc = store_apply_remote(l->st, l->recs, kept, l->peer_short, peer_index, last, repl_decide,
+					&l->counts, &written);
+	store_lease_end(l->st, lease);
 	if (rc)
 		return rc;
 	if (written) {
@@ -241,7 +278,7 @@ static int link_run(peer *p, bool *pulled)
 {
 	link l = {.p = p, .st = p->srv->st};
 	l.c.fd = -1;
-	int rc = conn_connect(p->all->ctx, p->addr, 10000, &l.c);
+	int rc = conn_connect(p->all->ctx, p->addr, PEER_CONNECT_MS, &l.c);
 	if (rc)
 		return rc;
 	msgio_init(&l.io, &l.c);
@@ -258,12 +295,13 @@ static int link_run(peer *p, bool *pulled)
 		l.peer_short = node_short_id(l.c.peer.id);
 		pthread_mutex_lock(&p->all->mu);
 		p->info.connected = p->info.known = true;
+		p->info.head_known = false; /* until this connection's first PULLED */
 		memcpy(p->info.id, l.c.peer.id, HASH_LEN);
 		pthread_mutex_unlock(&p->all->mu);
 		char hex[HASH_HEX_LEN + 1];
 		hex_encode(l.c.peer.id, HASH_LEN, hex);
 		log_info("peer %s (node %.16s) connected", p->addr, hex);
-		while (!server_stopping(p->srv) && !(rc = pull_once(&l)))
+		for (bool first = true; !server_stopping(p->srv) && !(rc = pull_once(&l, first)); first = false)
 			*pulled = true;
 		if (l.counts.conflicts)
 			log_info("peer %s: %llu conflicts resolved", p->addr, (unsigned long long)l.counts.conflicts);
@@ -282,19 +320,10 @@ static int link_run(peer *p, bool *pulled)
 	return rc;
 }
 
-/* Sleep ms, waking early when the server stops. */
-static void nap(server *srv, int ms)
-{
-	for (int left = ms; left > 0 && !server_stopping(srv); left -= 100) {
-		struct timespec ts = {0, (left < 100 ? left : 100) * 1000000L};
-		nanosleep(&ts, NULL);
-	}
-}
-
 static void *peer_main(void *arg)
 {
 	peer *p = arg;
-	char last[256] = "";
+	char last[WIRE_TEXT_MAX] = "";
 	int backoff = 100;
 	while (!server_stopping(p->srv)) {
 		bool pulled = false;
@@ -308,7 +337,7 @@ static void *peer_main(void *arg)
 		}
 		if (pulled)
 			backoff = 100;
-		nap(p->srv, backoff);
+		server_sleep(p->srv, backoff);
 		backoff = backoff * 2 > PEER_BACKOFF_MAX_MS ? PEER_BACKOFF_MAX_MS : backoff * 2;
 	}
 	return NULL;
@@ -401,7 +430,7 @@ static bool behind_locked(struct peers *ps)
 {
 	for (unsigned i = 0; i < ps->n; i++) {
 		const peer_info *pi = &ps->v[i].info;
-		if (pi->connected && pi->cursor < pi->head)
+		if (pi->connected && (!pi->head_known || pi->cursor < pi->head))
 			return true;
 	}
 	return false;
@@ -412,21 +441,53 @@ bool peers_catch_up(server *srv, int max_ms)
 	struct peers *ps = srv->peers;
 	if (!ps || !ps->n)
 		return true;
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += max_ms / 1000;
-	deadline.tv_nsec += (long)(max_ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
+	/* Waits in slices: server_stopping takes the server's lock, which is
+	 * never taken inside ps->mu (server.c takes them the other way). */
+	double end = now_mono() + max_ms / 1000.0;
+	for (;;) {
+		pthread_mutex_lock(&ps->mu);
+		bool behind = behind_locked(ps);
+		if (behind) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&ps->cv, &ps->mu, &ts);
+			behind = behind_locked(ps);
+		}
+		pthread_mutex_unlock(&ps->mu);
+		if (!behind || now_mono() >= end || server_stopping(srv))
+			return !behind;
 	}
+}
+
+bool peers_is_member(server *srv, uint64_t node)
+{
+	struct peers *ps = srv->peers;
+	bool member = false;
+	if (!ps)
+		return false;
 	pthread_mutex_lock(&ps->mu);
-	while (behind_locked(ps) && !server_stopping(srv))
-		if (pthread_cond_timedwait(&ps->cv, &ps->mu, &deadline) == ETIMEDOUT)
-			break;
-	bool behind = behind_locked(ps);
+	for (unsigned i = 0; i < ps->n && !member; i++)
+		member = ps->v[i].info.known && node_short_id(ps->v[i].info.id) == node;
 	pthread_mutex_unlock(&ps->mu);
-	return !behind;
+	return member;
+}
+
+bool peers_link_up(server *srv, uint64_t node)
+{
+	struct peers *ps = srv->peers;
+	bool up = false;
+	if (!ps)
+		return false;
+	pthread_mutex_lock(&ps->mu);
+	for (unsigned i = 0; i < ps->n && !up; i++)
+		up = ps->v[i].info.connected && node_short_id(ps->v[i].info.id) == node;
+	pthread_mutex_unlock(&ps->mu);
+	return up;
 }
 
 bool peers_info(server *srv, unsigned i, peer_info *out)

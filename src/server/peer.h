@@ -24,11 +24,13 @@
 #define PEER_WAIT_MS 10000   /* longest a PULL is held when nothing is new */
 #define PEER_PULL_BATCH 256  /* records asked for per PULL */
 #define PEER_BACKOFF_MAX_MS 5000
+#define PEER_CONNECT_MS 3000 /* connect + TLS handshake (bounds shutdown too) */
 
 /* A peer's state as status shows it. */
 typedef struct peer_info {
 	char addr[128];
 	bool connected, known; /* known: we have talked to it since start */
+	bool head_known;       /* head and digest are from this connection */
 	uint8_t id[HASH_LEN];
 	uint64_t index_id, head, cursor, files, bytes;
 	uint8_t digest[HASH_LEN];
@@ -49,6 +51,11 @@ void peers_free(server *srv);
  */
 #define PEER_CATCH_UP_MS 2000
 bool peers_catch_up(server *srv, int max_ms);
+
+/* Is the node one of our --peer servers (reached through its address)? */
+bool peers_is_member(server *srv, uint64_t node);
+/* Is our link to the peer with this short node id up? */
+bool peers_link_up(server *srv, uint64_t node);
 
 /* Snapshot of peer i's state; false past the last peer. */
 bool peers_info(server *srv, unsigned i, peer_info *out);

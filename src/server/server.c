@@ -7,6 +7,7 @@
  * their leases), wait for the threads, close the store, exit 0.
  */
 #include "server.h"
+#include "maint.h"
 #include "peer.h"
 
 #include <errno.h>
@@ -171,6 +172,24 @@ void server_wait_change(server *srv, uint64_t gen, int ms)
 	pthread_mutex_unlock(&srv->chg_mu);
 }
 
+void server_sleep(server *srv, int ms)
+{
+	double end = now_mono() + ms / 1000.0;
+	pthread_mutex_lock(&srv->chg_mu);
+	for (;;) {
+		double left = end - now_mono();
+		if (srv->stopping || left <= 0)
+			break;
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		long ns = deadline.tv_nsec + (long)((left - (long)left) * 1e9);
+		deadline.tv_sec += (time_t)left + ns / 1000000000;
+		deadline.tv_nsec = ns % 1000000000;
+		pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline);
+	}
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
 bool server_stopping(server *srv)
 {
 	pthread_mutex_lock(&srv->chg_mu);
@@ -184,10 +203,22 @@ static peer_ack *ack_of(server *srv, uint64_t node)
 	for (unsigned i = 0; i < srv->nacks; i++)
 		if (srv->acks[i].node == node)
 			return &srv->acks[i];
-	if (srv->nacks == ARRAY_LEN(srv->acks))
-		return NULL;
-	peer_ack *a = &srv->acks[srv->nacks++];
-	*a = (peer_ack){.node = node};
+	unsigned i = srv->nacks;
+	if (i == ARRAY_LEN(srv->acks)) {
+		/* Full (old identities of wiped servers): reuse one with no
+		 * session open, preferring a non-member. */
+		for (i = 0; i < srv->nacks && (srv->acks[i].live || srv->acks[i].member); i++)
+			;
+		if (i == srv->nacks)
+			for (i = 0; i < srv->nacks && srv->acks[i].live; i++)
+				;
+		if (i == srv->nacks)
+			return NULL;
+	} else {
+		srv->nacks++;
+	}
+	peer_ack *a = &srv->acks[i];
+	*a = (peer_ack){.node = node, .member = peers_is_member(srv, node)};
 	return a;
 }
 
@@ -205,19 +236,36 @@ void server_peer_acked(server *srv, uint64_t node, uint64_t acked)
 {
 	pthread_mutex_lock(&srv->chg_mu);
 	peer_ack *a = ack_of(srv, node);
-	if (a && acked > a->acked) {
+	if (a) {
+		/* Its latest cursor, not the highest ever: a peer that restarted
+		 * from an older copy holds less than it once said. */
 		a->acked = acked;
+		a->member = a->member || peers_is_member(srv, node);
 		pthread_cond_broadcast(&srv->chg_cv);
 	}
 	pthread_mutex_unlock(&srv->chg_mu);
 }
 
+/* Copies of our record seq: this one, and each member whose cursor passed
+ * it.  Only members count: any certificate of the cluster CA with role
+ * server may pull, but only a --peer we have reached is one of the N. */
 static unsigned copies_locked(server *srv, uint64_t seq)
 {
 	unsigned n = 1;
 	for (unsigned i = 0; i < srv->nacks; i++)
-		n += srv->acks[i].acked >= seq;
+		n += srv->acks[i].acked >= seq && srv->acks[i].member;
 	return n;
+}
+
+uint64_t server_acked(server *srv, uint64_t node)
+{
+	uint64_t acked = 0;
+	pthread_mutex_lock(&srv->chg_mu);
+	for (unsigned i = 0; i < srv->nacks; i++)
+		if (srv->acks[i].node == node)
+			acked = srv->acks[i].acked;
+	pthread_mutex_unlock(&srv->chg_mu);
+	return acked;
 }
 
 unsigned server_copies(server *srv, uint64_t seq)
@@ -228,11 +276,22 @@ unsigned server_copies(server *srv, uint64_t seq)
 	return n;
 }
 
-static unsigned live_locked(server *srv)
+/*
+ * Peers that can take a write now: a session of theirs pulls from us, and
+ * our own link to them is up.  The second condition notices a dead peer at
+ * once (our link reads its EOF), where its held PULL here may not yet.
+ */
+static unsigned live_peers(server *srv)
 {
-	unsigned live = 0;
+	uint64_t nodes[SERVER_MAX_PEERS];
+	unsigned n = 0, live = 0;
+	pthread_mutex_lock(&srv->chg_mu);
 	for (unsigned i = 0; i < srv->nacks; i++)
-		live += srv->acks[i].live > 0;
+		if (srv->acks[i].live > 0)
+			nodes[n++] = srv->acks[i].node;
+	pthread_mutex_unlock(&srv->chg_mu);
+	for (unsigned i = 0; i < n; i++)
+		live += peers_link_up(srv, nodes[i]);
 	return live;
 }
 
@@ -240,15 +299,10 @@ int server_quorum_ready(server *srv)
 {
 	/* A short grace, for peers (re)connecting right now: just after a
 	 * start, our links are up a moment before theirs to us. */
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += SERVER_QUORUM_GRACE_MS / 1000;
-	pthread_mutex_lock(&srv->chg_mu);
-	while (live_locked(srv) + 1 < srv->write_quorum && !srv->stopping)
-		if (pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline) == ETIMEDOUT)
-			break;
-	unsigned live = live_locked(srv);
-	pthread_mutex_unlock(&srv->chg_mu);
+	double deadline = now_mono() + SERVER_QUORUM_GRACE_MS / 1000.0;
+	unsigned live;
+	while ((live = live_peers(srv)) + 1 < srv->write_quorum && now_mono() < deadline && !server_stopping(srv))
+		server_sleep(srv, 20);
 	if (live + 1 >= srv->write_quorum)
 		return 0;
 	return ss_fail(SS_EUNAVAIL,
@@ -294,6 +348,24 @@ static int parse_quorum(const char *s, unsigned n, unsigned *out)
 	return 0;
 }
 
+int server_stats(server *srv, uint64_t at_least, store_stats *out)
+{
+	uint64_t gen = server_change_gen(srv);
+	pthread_mutex_lock(&srv->stats_mu);
+	int rc = 0;
+	if (!srv->stats_valid || srv->stats_gen != gen || srv->stats.head_seq < at_least) {
+		/* gen read first: a change racing with the scan makes the next
+		 * call scan again rather than keep a stale result. */
+		if (!(rc = store_stats_get(srv->st, &srv->stats))) {
+			srv->stats_valid = true;
+			srv->stats_gen = gen;
+		}
+	}
+	*out = srv->stats;
+	pthread_mutex_unlock(&srv->stats_mu);
+	return rc;
+}
+
 uint64_t node_short_id(const uint8_t id[HASH_LEN])
 {
 	uint64_t v = 0;
@@ -316,6 +388,7 @@ int server_main(const server_opts *o)
 	static server srv; /* large (paths); peer threads keep a pointer */
 	srv.opts = o;
 	pthread_mutex_init(&srv.chg_mu, NULL);
+	pthread_mutex_init(&srv.stats_mu, NULL);
 	pthread_cond_init(&srv.chg_cv, NULL);
 	char *crt = srv.crt, *key = srv.key, name[96];
 	int rc;
@@ -374,7 +447,7 @@ int server_main(const server_opts *o)
 		return 1;
 	}
 
-	if ((rc = peers_start(&srv))) {
+	if ((rc = peers_start(&srv)) || (rc = maint_start(&srv))) {
 		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
 		srv.stopping = true;
 		peers_stop(&srv);
@@ -414,6 +487,7 @@ int server_main(const server_opts *o)
 	pthread_cond_broadcast(&srv.chg_cv);
 	pthread_mutex_unlock(&srv.chg_mu);
 	peers_stop(&srv);
+	maint_stop(&srv);
 	shutdown_connections();
 	peers_free(&srv);
 	store_close(srv.st);

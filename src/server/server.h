@@ -20,16 +20,20 @@
 #define SERVER_MAX_HANDSHAKES 64 /* connections still in their TLS handshake */
 #define SERVER_IDLE_MS (10 * 60 * 1000)
 
+#define SERVER_MAX_PEERS 64
+#define SERVER_RETENTION_MS (30LL * 24 * 3600 * 1000) /* default of --retention: 30 days */
+
 typedef struct server_opts {
 	const char *data;
 	const char *listen;
 	const char *tls;
-	const char *peers[64];
+	const char *peers[SERVER_MAX_PEERS];
 	int npeers;
 	const char *trackers[16];
 	int ntrackers;
 	const char *write_quorum;
 	int quorum_timeout_ms; /* how long a write waits for its acknowledgements */
+	int64_t retention_ms;  /* old versions and tombstones are kept this long */
 } server_opts;
 
 #define SERVER_QUORUM_MS 30000 /* default of --quorum-timeout */
@@ -45,6 +49,7 @@ typedef struct peer_ack {
 	uint64_t node;  /* short id */
 	uint64_t acked; /* our highest seq it has applied */
 	unsigned live;  /* its sessions open here now */
+	bool member;    /* one of our --peer servers (we reached it by its address) */
 } peer_ack;
 
 typedef struct server {
@@ -53,15 +58,22 @@ typedef struct server {
 	uint8_t node_id[HASH_LEN];
 	char crt[PATH_MAX], key[PATH_MAX]; /* this node's identity */
 	/* Change notification: chg_gen grows after every local commit and
-	 * every applied batch of records, waking PULLs held by peers. */
+	 * every applied batch of records, waking PULLs held by peers.
+	 * Lock order: chg_mu before peer.c's lock (never the other way). */
 	pthread_mutex_t chg_mu;
 	pthread_cond_t chg_cv;
 	uint64_t chg_gen;
 	bool stopping;
-	peer_ack acks[64]; /* under chg_mu */
+	peer_ack acks[SERVER_MAX_PEERS]; /* under chg_mu */
 	unsigned nacks;
 	unsigned cluster_size, write_quorum; /* N, W */
 	struct peers *peers; /* peer.c */
+	pthread_mutex_t stats_mu; /* cache of server_stats */
+	bool stats_valid;
+	uint64_t stats_gen;
+	store_stats stats;
+	pthread_t maint;     /* maint.c */
+	bool maint_started;
 } server;
 
 int server_main(const server_opts *o);
@@ -71,6 +83,8 @@ uint64_t server_change_gen(server *srv);
 /* Wait until the generation is no longer gen, the server stops, or ms pass. */
 void server_wait_change(server *srv, uint64_t gen, int ms);
 bool server_stopping(server *srv);
+/* Sleep ms, waking early when the server stops. */
+void server_sleep(server *srv, int ms);
 /* A peer's session opened (+1) or closed (-1); a PULL it sent says it has
  * applied our records up to `acked` (over our current index). */
 void server_peer_live(server *srv, uint64_t node, int delta);
@@ -81,8 +95,15 @@ int server_quorum_ready(server *srv);
 /* After committing seq: wait until W servers (this one included) hold it
  * durably, or --quorum-timeout; *copies gets how many do. */
 int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies);
+/* Peer node's cursor over our log as its last PULL said (0: unknown). */
+uint64_t server_acked(server *srv, uint64_t node);
 /* How many servers hold our record seq durably (this one included). */
 unsigned server_copies(server *srv, uint64_t seq);
+
+/* The store's stats (head, files, digest…), recomputed only when something
+ * changed since the last call (store_stats_get scans the namespace), and
+ * always with head_seq ≥ at_least (a record just read from the log). */
+int server_stats(server *srv, uint64_t at_least, store_stats *out);
 
 /* Short node id (first 8 bytes, big-endian): the name in version vectors. */
 uint64_t node_short_id(const uint8_t id[HASH_LEN]);

@@ -564,7 +564,9 @@ static int do_mv(session *s)
 	unsigned copies;
 	if (!rc) {
 		server_changed(s->srv);
-		rc = server_quorum_wait(s->srv, seq, &copies);
+		/* Acknowledged once the tombstone of the old path (seq + 1) is
+		 * held too: else losing this server could leave both paths. */
+		rc = server_quorum_wait(s->srv, seq + 1, &copies);
 	}
 	if (rc == SS_ENOENT)
 		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.mv.from);
@@ -595,6 +597,8 @@ static int do_status(session *s)
 		snprintf(v.addr, sizeof v.addr, "%s", pi.addr);
 		v.head_seq = pi.head;
 		v.pending_records = pi.head > pi.cursor ? pi.head - pi.cursor : 0;
+		if (pi.connected && !pi.head_known && !v.pending_records)
+			v.pending_records = 1; /* not heard from on this connection yet */
 		v.files = pi.files;
 		v.bytes = pi.bytes;
 		memcpy(v.digest, pi.digest, HASH_LEN);
@@ -608,12 +612,14 @@ static int do_status(session *s)
 typedef struct pull_out {
 	session *s;
 	unsigned n;
+	uint64_t last; /* seq of the last record sent */
 } pull_out;
 
 static int pull_entry(void *ctx, const record *r)
 {
 	pull_out *po = ctx;
 	po->n++;
+	po->last = r->seq;
 	int rc = wire_record(&po->s->io.out, MSG_ENTRY, r);
 	return rc ? rc : msgio_maybe_flush(&po->s->io);
 }
@@ -637,17 +643,31 @@ static int do_pull(session *s)
 	server *srv = s->srv;
 	uint64_t index_id = store_index_id(srv->st);
 	uint64_t after = repl_pull_after(s->m.pull.index_id, s->m.pull.after, index_id);
-	/* Its cursor over our index: it holds our records up to there. */
-	if (s->m.pull.index_id == index_id)
+	store_stats st;
+	int rc = server_stats(srv, after, &st);
+	if (rc)
+		return rc;
+	if (after > st.head_seq) {
+		/* It holds records of ours we no longer have: this data
+		 * directory was restored from an older copy.  Its cursor is no
+		 * acknowledgement of anything we hold now; start it over. */
+		char hex[HASH_HEX_LEN + 1];
+		hex_encode(s->c->peer.id, HASH_LEN, hex);
+		log_err("peer %.16s says it holds our record %llu but our log ends at %llu: was this data "
+			"directory restored from an old copy? Sending it everything again",
+			hex, (unsigned long long)after, (unsigned long long)st.head_seq);
+		after = 0;
+	} else if (s->m.pull.index_id == index_id) {
+		/* Its cursor over our index: it holds our records up to there. */
 		server_peer_acked(srv, node_short_id(s->c->peer.id), after);
+	}
 	unsigned limit = s->m.pull.limit && s->m.pull.limit < WIRE_PULL_MAX ? s->m.pull.limit : WIRE_PULL_MAX;
 	uint32_t wait_ms = s->m.pull.wait_ms < 60000 ? s->m.pull.wait_ms : 60000;
 	double deadline = now_mono() + wait_ms / 1000.0;
 	pull_out po = {.s = s};
 	for (;;) {
 		uint64_t gen = server_change_gen(srv);
-		int rc = store_since(srv->st, after, limit, pull_entry, &po);
-		if (rc)
+		if ((rc = store_since(srv->st, after, limit, pull_entry, &po)))
 			return rc;
 		double left = deadline - now_mono();
 		if (po.n || left <= 0 || server_stopping(srv) || peer_spoke(s))
@@ -656,9 +676,9 @@ static int do_pull(session *s)
 		 * counting as connected for the write quorum) within ~0.2 s. */
 		server_wait_change(srv, gen, left > 0.2 ? 200 : (int)(left * 1000) + 1);
 	}
-	store_stats st;
-	int rc = store_stats_get(srv->st, &st);
-	return rc ? rc : wire_pulled(&s->io.out, index_id, st.head_seq, st.files, st.bytes, st.digest);
+	if ((rc = server_stats(srv, po.last, &st)))
+		return rc;
+	return wire_pulled(&s->io.out, index_id, st.head_seq, st.files, st.bytes, st.digest);
 }
 
 /* READ: each id's bytes as a CHUNK, or MISSING.  A copy that fails
@@ -745,6 +765,10 @@ void session_run(server *srv, conn *c)
 			break;
 		if (!rc && c->peer.role == ROLE_SERVER && !s->peer_live) {
 			s->peer_live = true;
+			/* A peer PULLs at least every PEER_WAIT_MS: one silent for
+			 * much longer is gone, and must stop counting for the
+			 * write quorum. */
+			conn_set_timeout(c, PEER_WAIT_MS + 20000);
 			server_peer_live(srv, node_short_id(c->peer.id), +1);
 		}
 		if (!rc && c->peer.role == ROLE_SERVER) {

@@ -895,3 +895,72 @@ def make_cluster(make_server, tmp_path):
     yield _make
     for c in clusters:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# write quorum tests: clusters with per-server flags, polling a survivor
+
+
+@pytest.fixture
+def make_cluster_each(make_server, tmp_path):
+    """make_cluster_each(n, each={i: args}, extra=(), connected=True) -> Cluster:
+    like make_cluster without forwarders, but server i also gets each[i]
+    (after `extra`), e.g. each={0: ("--write-quorum", "all")}."""
+    clusters = []
+
+    def _make(n, each=None, extra=(), connected=True):
+        each = each or {}
+        ports = []
+        while len(ports) < n:
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        addrs = [f"{HOST}:{p}" for p in ports]
+        servers = []
+        for i in range(n):
+            args = []
+            for j in range(n):
+                if j != i:
+                    args += ["--peer", addrs[j]]
+            args += [str(a) for a in extra] + [str(a) for a in each.get(i, ())]
+            servers.append(make_server(port=ports[i], extra=args, start=False))
+        c = Cluster(make_server, servers, {}, extra, False, tmp_path)
+        clusters.append(c)
+        for s in servers:
+            s.start(wait=False)
+        for s in servers:
+            s.wait_ready()
+        if connected:
+            c.wait_connected()
+        return c
+
+    yield _make
+    for c in clusters:
+        c.close()
+
+
+def wait_served(server, remote, want, tmp_path, timeout=60, others=()):
+    """Poll `get remote` on server until it succeeds (or fail after `timeout`
+    seconds), then assert the bytes equal the local file `want`.  For servers
+    whose cluster cannot converge by `status --wait` (a member is gone);
+    `others` are servers whose logs go in the failure message."""
+    out = Path(tmp_path) / f"polled-{server.port}-{remote.replace('/', '_')}"
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        if out.exists():
+            out.unlink()
+        cp = server.cli("get", remote, out, check=False, timeout=60)
+        tries += 1
+        if cp.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"{remote} not served by {server.addr} within {timeout}s ({tries} tries); "
+                        f"last try:" + describe(cp) + "\n" + cluster_report([server, *others]))
+        time.sleep(0.2)
+    got_size, want_size = out.stat().st_size, Path(want).stat().st_size
+    assert got_size == want_size and sha256_file(out) == sha256_file(want), (
+        f"{remote} from {server.addr}: {got_size} bytes, sha256 {sha256_file(out)[:16]}; expected "
+        f"{want_size} bytes, sha256 {sha256_file(want)[:16]} (as {want})\n"
+        + cluster_report([server, *others]))
+    return out

@@ -173,10 +173,25 @@ static void test_conflict_names(void **state)
 	record s = rec("a.b/c", vv(0), 1, -1500000000, 1); /* before 1970 */
 	assert_int_equal(conflict_path(&s, out, sizeof out), 0);
 	assert_string_equal(out, "a.b/c.sync-conflict-19691231-235958-0000000000000001");
+	/* A name too long for the suffix is cut, the same way everywhere,
+	 * rather than making the conflict impossible to record. */
 	record t = rec("x", vv(0), 1, 0, 1);
-	memset(t.path, 'n', 250);
-	t.path[250] = 0;
-	assert_int_equal(conflict_path(&t, out, sizeof out), SS_EINVAL); /* component too long */
+	memcpy(t.path, "dir/", 4);
+	memset(t.path + 4, 'n', 250);
+	strcpy(t.path + 254, ".txt");
+	assert_int_equal(conflict_path(&t, out, sizeof out), 0);
+	const char *name = strrchr(out, '/') + 1;
+	assert_int_equal(strlen(name), SS_NAME_MAX);
+	assert_int_equal(strncmp(out, "dir/nnnn", 8), 0);
+	assert_non_null(strstr(out, ".sync-conflict-19700101-000000-0000000000000001.txt"));
+	/* ... at a UTF-8 character boundary */
+	record u = rec("x", vv(0), 1, 0, 1);
+	for (int i = 0; i < 125; i++)
+		memcpy(u.path + 2 * i, "\xc3\xa9", 2); /* é × 125 = 250 bytes */
+	u.path[250] = 0;
+	assert_int_equal(conflict_path(&u, out, sizeof out), 0);
+	size_t stem = strstr(out, ".sync-conflict") - out;
+	assert_int_equal(stem % 2, 0);
 }
 
 int main(void)

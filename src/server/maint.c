@@ -1,0 +1,112 @@
+/*
+ * maint.c — the server's housekeeping thread: history retention, tombstone
+ * expiry and garbage collection, every MAINT_INTERVAL (or retention / 2 if
+ * shorter, at least a second).
+ *
+ *   1. versions superseded more than --retention ago leave the history;
+ *   2. tombstones older than --retention that every other member has
+ *      durably applied (its PULL cursor over our log is past them; see
+ *      repl_tombstone_expirable) are removed for good, with their path's
+ *      older versions;
+ *   3. chunks no kept version reaches are dropped and mostly-empty segments
+ *      compacted (store_gc), so disk space comes back.
+ *
+ * A member that is down blocks step 2 — as it must — and status shows the
+ * tombstones waiting for it.
+ */
+#include "maint.h"
+#include "peer.h"
+#include "../core/repl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct expiry {
+	int64_t now, retention;
+	uint64_t acked[SERVER_MAX_PEERS];
+	unsigned n;
+} expiry;
+
+static bool expirable(void *ctx, const record *t)
+{
+	const expiry *e = ctx;
+	return repl_tombstone_expirable(t, e->now, e->retention, e->acked, e->n);
+}
+
+/* Each configured member's cursor over our log, 0 if unknown. */
+static void member_acks(server *srv, expiry *e)
+{
+	peer_info pi;
+	e->n = 0;
+	for (unsigned i = 0; peers_info(srv, i, &pi) && e->n < SERVER_MAX_PEERS; i++) {
+		bool known = false;
+		for (unsigned k = 0; k < HASH_LEN && !known; k++)
+			known = pi.id[k] != 0;
+		e->acked[e->n++] = known ? server_acked(srv, node_short_id(pi.id)) : 0;
+	}
+}
+
+static void maint_round(server *srv)
+{
+	store *st = srv->st;
+	int64_t now = now_wall_ns();
+	int64_t retention = srv->opts->retention_ms * 1000000;
+	uint64_t versions = 0, tombs = 0;
+	int rc = store_expire_history(st, now, retention, &versions);
+	if (!rc) {
+		expiry *e = xcalloc(1, sizeof *e);
+		e->now = now;
+		e->retention = retention;
+		member_acks(srv, e);
+		rc = store_expire_tombstones(st, expirable, e, &tombs);
+		free(e);
+	}
+	store_gc_stats gs = {0};
+	if (!rc)
+		rc = store_gc(st, &gs);
+	if (rc) {
+		log_warn("housekeeping: %s", ss_errmsg(rc));
+		return;
+	}
+	if (versions || tombs || gs.chunks_dropped || gs.segments_deleted) {
+		char freed[16];
+		fmt_size(gs.bytes_before > gs.bytes_after ? gs.bytes_before - gs.bytes_after : 0, freed);
+		log_info("housekeeping: %llu old versions and %llu tombstones expired, %llu chunks dropped, "
+			 "%llu segments compacted, %s freed",
+			 (unsigned long long)versions, (unsigned long long)tombs,
+			 (unsigned long long)gs.chunks_dropped, (unsigned long long)gs.segments_compacted, freed);
+	}
+}
+
+static void *maint_main(void *arg)
+{
+	server *srv = arg;
+	int64_t every = srv->opts->retention_ms / 2;
+	if (every > MAINT_INTERVAL_MS)
+		every = MAINT_INTERVAL_MS;
+	if (every < 1000)
+		every = 1000;
+	while (!server_stopping(srv)) {
+		server_sleep(srv, (int)every);
+		if (!server_stopping(srv))
+			maint_round(srv);
+	}
+	return NULL;
+}
+
+int maint_start(server *srv)
+{
+	int err = pthread_create(&srv->maint, NULL, maint_main, srv);
+	if (err)
+		return ss_fail(SS_ENOMEM, "cannot start the housekeeping thread: %s", strerror(err));
+	srv->maint_started = true;
+	return 0;
+}
+
+void maint_stop(server *srv)
+{
+	if (srv->maint_started)
+		pthread_join(srv->maint, NULL);
+	srv->maint_started = false;
+}

@@ -1,0 +1,13 @@
+/* maint — the housekeeping thread: retention, tombstone expiry, GC (maint.c). */
+#ifndef SS_MAINT_H
+#define SS_MAINT_H
+
+#include "server.h"
+
+#define MAINT_INTERVAL_MS 60000 /* longest pause between rounds */
+
+int maint_start(server *srv);
+/* Join it (srv->stopping is set). */
+void maint_stop(server *srv);
+
+#endif
