@@ -24,7 +24,8 @@ static const char usage_text[] =
 	"  cert issue --tls DIR --role ROLE --name NAME --out OUTDIR\n"
 	"                                            issue an identity (ROLE: server, tracker, client)\n"
 	"  server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-	"         [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS] [--tracker HOST:PORT]...\n"
+	"         [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS]\n"
+	"         [--scrub-interval SECONDS] [--scrub-rate MB] [--tracker HOST:PORT]...\n"
 	"                                            run a storage server in the foreground\n"
 	"files:\n"
 	"  put LOCAL_FILE_OR_DIR REMOTE_PATH         upload (an update sends only what changed)\n"
@@ -102,7 +103,8 @@ usage:
 static int cmd_server(int argc, char **argv)
 {
 	server_opts o = {.write_quorum = "majority", .quorum_timeout_ms = SERVER_QUORUM_MS,
-			 .retention_ms = SERVER_RETENTION_MS};
+			 .retention_ms = SERVER_RETENTION_MS, .scrub_interval_ms = SERVER_SCRUB_INTERVAL_MS,
+			 .scrub_rate_mb = SERVER_SCRUB_RATE_MB};
 	char *end;
 	static const struct option lopts[] = {{"data", required_argument, 0, 'd'},
 					      {"listen", required_argument, 0, 'l'},
@@ -112,6 +114,8 @@ static int cmd_server(int argc, char **argv)
 					      {"write-quorum", required_argument, 0, 'w'},
 					      {"quorum-timeout", required_argument, 0, 'q'},
 					      {"retention", required_argument, 0, 'r'},
+					      {"scrub-interval", required_argument, 0, 'S'},
+					      {"scrub-rate", required_argument, 0, 'R'},
 					      {"help", no_argument, 0, 'h'},
 					      {0, 0, 0, 0}};
 	optind = 1;
@@ -154,9 +158,29 @@ static int cmd_server(int argc, char **argv)
 			o.retention_ms = (int64_t)(sec * 1000);
 			break;
 		}
+		case 'S': {
+			double sec = strtod(optarg, &end);
+			if (*end || end == optarg || sec <= 0 || sec > 365.0 * 24 * 3600) {
+				fprintf(stderr, "syncstore: server: --scrub-interval wants seconds, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.scrub_interval_ms = (int)(sec * 1000);
+			break;
+		}
+		case 'R': {
+			long mb = strtol(optarg, &end, 10);
+			if (*end || end == optarg || mb < 0 || mb > 100000) {
+				fprintf(stderr, "syncstore: server: --scrub-rate wants MB/s (0 = no scrub), not '%s'\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			o.scrub_rate_mb = (int)mb;
+			break;
+		}
 		case 'h':
 			printf("usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-			       "       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS] [--tracker HOST:PORT]...\n");
+			       "       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS]\n"
+			       "       [--scrub-interval SECONDS] [--scrub-rate MB] [--tracker HOST:PORT]...\n");
 			return 0;
 		default: goto usage;
 		}
@@ -166,7 +190,8 @@ static int cmd_server(int argc, char **argv)
 	return server_main(&o);
 usage:
 	fprintf(stderr, "usage: syncstore server --data DIR --listen HOST:PORT --tls DIR [--peer [ID@]HOST:PORT]...\n"
-			"       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS] [--tracker HOST:PORT]...\n");
+			"       [--write-quorum majority|all|N] [--quorum-timeout SECONDS] [--retention SECONDS]\n"
+			"       [--scrub-interval SECONDS] [--scrub-rate MB] [--tracker HOST:PORT]...\n");
 	return EXIT_USAGE;
 }
 

@@ -1,7 +1,16 @@
 /*
- * maint.c — the server's housekeeping thread: history retention, tombstone
- * expiry and garbage collection, every MAINT_INTERVAL (or retention / 2 if
- * shorter, at least a second).
+ * maint.c — the server's housekeeping threads.
+ *
+ * Scrub: a pass over every stored chunk every --scrub-interval (the first
+ * one interval after the start), re-reading
+ * and re-hashing at most --scrub-rate MB/s (in quarter-second slices, so
+ * the disk and a core are never monopolised).  A chunk that does not verify
+ * is dropped from the index at once — never served again — and re-fetched
+ * from a peer whose copy verifies (peers_repair); ones no peer could supply
+ * are tried again after the pass.
+ *
+ * Housekeeping: history retention, tombstone expiry and garbage collection,
+ * every MAINT_INTERVAL (or retention / 2 if shorter, at least a second).
  *
  *   1. versions superseded more than --retention ago leave the history;
  *   2. tombstones older than --retention that every other member has
@@ -95,12 +104,68 @@ static void *maint_main(void *arg)
 	return NULL;
 }
 
+#define SCRUB_SLICE_MS 250
+#define SCRUB_MAX_BAD 1024
+
+static void *scrub_main(void *arg)
+{
+	server *srv = arg;
+	uint8_t cursor[HASH_LEN] = {0};
+	uint8_t *bad = xmalloc((size_t)SCRUB_MAX_BAD * HASH_LEN);
+	unsigned nbad = 0;
+	uint64_t slice = (uint64_t)srv->opts->scrub_rate_mb * 1000000 * SCRUB_SLICE_MS / 1000;
+	uint64_t chunks = 0, bytes = 0, found = 0;
+	/* The first pass an interval after the start: a restart loop must not
+	 * turn into a read of the whole store each time. */
+	server_sleep(srv, srv->opts->scrub_interval_ms);
+	double pass_start = now_mono();
+	while (!server_stopping(srv)) {
+		double t0 = now_mono();
+		store_scrub_result r;
+		int rc = store_scrub(srv->st, cursor, slice, bad + (size_t)nbad * HASH_LEN, SCRUB_MAX_BAD - nbad, &r);
+		if (rc) {
+			log_warn("scrub: %s", ss_errmsg(rc));
+			server_sleep(srv, 10000);
+			continue;
+		}
+		chunks += r.chunks;
+		bytes += r.bytes;
+		found += r.nbad;
+		nbad += r.nbad < SCRUB_MAX_BAD - nbad ? r.nbad : SCRUB_MAX_BAD - nbad;
+		if (nbad)
+			nbad -= peers_repair(srv, bad, nbad);
+		if (!r.done) {
+			int spent = (int)((now_mono() - t0) * 1000);
+			if (spent < SCRUB_SLICE_MS)
+				server_sleep(srv, SCRUB_SLICE_MS - spent);
+			continue;
+		}
+		char sz[16];
+		fmt_size(bytes, sz);
+		if (found || nbad)
+			log_info("scrub: pass done in %.1f s: %llu chunks (%s) checked, %llu bad, %u not repaired yet",
+				 now_mono() - pass_start, (unsigned long long)chunks, sz, (unsigned long long)found, nbad);
+		chunks = bytes = found = 0;
+		server_sleep(srv, srv->opts->scrub_interval_ms);
+		if (nbad)
+			nbad -= peers_repair(srv, bad, nbad);
+		pass_start = now_mono();
+	}
+	free(bad);
+	return NULL;
+}
+
 int maint_start(server *srv)
 {
 	int err = pthread_create(&srv->maint, NULL, maint_main, srv);
 	if (err)
 		return ss_fail(SS_ENOMEM, "cannot start the housekeeping thread: %s", strerror(err));
 	srv->maint_started = true;
+	if (srv->opts->scrub_rate_mb > 0) {
+		if ((err = pthread_create(&srv->scrub, NULL, scrub_main, srv)))
+			return ss_fail(SS_ENOMEM, "cannot start the scrub thread: %s", strerror(err));
+		srv->scrub_started = true;
+	}
 	return 0;
 }
 
@@ -108,5 +173,7 @@ void maint_stop(server *srv)
 {
 	if (srv->maint_started)
 		pthread_join(srv->maint, NULL);
-	srv->maint_started = false;
+	if (srv->scrub_started)
+		pthread_join(srv->scrub, NULL);
+	srv->maint_started = srv->scrub_started = false;
 }

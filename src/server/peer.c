@@ -274,24 +274,50 @@ static int check_peer(link *l)
 
 /* Connect and pull until the link fails or the server stops.  *pulled is
  * set once a PULL went through (the link worked). */
-static int link_run(peer *p, bool *pulled)
+/* Connect l to p: TCP, TLS, the peer's identity checked, HELLO. */
+static int link_open(peer *p, link *l)
 {
-	link l = {.p = p, .st = p->srv->st};
-	l.c.fd = -1;
-	int rc = conn_connect(p->all->ctx, p->addr, PEER_CONNECT_MS, &l.c);
+	memset(l, 0, sizeof *l);
+	l->p = p;
+	l->st = p->srv->st;
+	l->c.fd = -1;
+	int rc = conn_connect(p->all->ctx, p->addr, PEER_CONNECT_MS, &l->c);
 	if (rc)
 		return rc;
-	msgio_init(&l.io, &l.c);
-	l.m = xmalloc(sizeof *l.m);
-	l.dctx = ZSTD_createDCtx();
-	l.scratch = xmalloc(CDC_MAX);
-	l.recs = xmalloc(PEER_PULL_BATCH * sizeof *l.recs);
+	msgio_init(&l->io, &l->c);
+	l->m = xmalloc(sizeof *l->m);
+	l->dctx = ZSTD_createDCtx();
+	l->scratch = xmalloc(CDC_MAX);
 	/* A held PULL answers within PEER_WAIT_MS; anything slower is dead. */
-	conn_set_timeout(&l.c, PEER_WAIT_MS + 30000);
+	conn_set_timeout(&l->c, PEER_WAIT_MS + 30000);
+	if (!(rc = check_peer(l)))
+		rc = msgio_hello_client(&l->io);
+	l->peer_short = node_short_id(l->c.peer.id);
+	return rc;
+}
+
+static void link_close(link *l)
+{
+	free(l->recs);
+	free(l->scratch);
+	if (l->dctx)
+		ZSTD_freeDCtx(l->dctx);
+	free(l->m);
+	if (l->c.fd >= 0) {
+		msgio_free(&l->io);
+		conn_close(&l->c);
+	}
+}
+
+static int link_run(peer *p, bool *pulled)
+{
+	link l;
+	int rc = link_open(p, &l);
+	l.recs = xmalloc(PEER_PULL_BATCH * sizeof *l.recs);
 	pthread_mutex_lock(&p->all->mu);
 	p->fd = l.c.fd; /* from now on peers_stop can wake us */
 	pthread_mutex_unlock(&p->all->mu);
-	if (!server_stopping(p->srv) && !(rc = check_peer(&l)) && !(rc = msgio_hello_client(&l.io))) {
+	if (!rc && !server_stopping(p->srv)) {
 		l.peer_short = node_short_id(l.c.peer.id);
 		pthread_mutex_lock(&p->all->mu);
 		p->info.connected = p->info.known = true;
@@ -311,13 +337,62 @@ static int link_run(peer *p, bool *pulled)
 	p->info.connected = false;
 	pthread_cond_broadcast(&p->all->cv);
 	pthread_mutex_unlock(&p->all->mu);
-	free(l.recs);
-	free(l.scratch);
-	ZSTD_freeDCtx(l.dctx);
-	free(l.m);
-	msgio_free(&l.io);
-	conn_close(&l.c);
+	link_close(&l);
 	return rc;
+}
+
+/* Fetch ids (n ≤ WIRE_MAX_OFFER) from one peer over a connection of its
+ * own; those it sent are stored and removed from ids (compacted). */
+static int repair_from(peer *p, uint8_t *ids, unsigned *n)
+{
+	link l;
+	int rc = link_open(p, &l);
+	if (!rc)
+		rc = send_read(&l, ids, *n);
+	unsigned left = 0, i = 0;
+	for (; i < *n && !rc; i++) {
+		const uint8_t *id = ids + (size_t)i * HASH_LEN, *data;
+		size_t len;
+		int r = recv_chunk(&l, id, &data, &len);
+		if (r == SS_ENOENT || r == SS_ECORRUPT) {
+			/* Still wanted.  A copy that does not verify makes the
+			 * rest of this peer's answers suspect: stop here. */
+			memmove(ids + (size_t)left++ * HASH_LEN, id, HASH_LEN);
+			if (r == SS_ECORRUPT)
+				rc = r;
+			continue;
+		}
+		if ((rc = r) || (rc = store_put_chunk(l.st, id, data, len)))
+			memmove(ids + (size_t)left++ * HASH_LEN, id, HASH_LEN);
+	}
+	for (; i < *n; i++) /* not reached: still wanted */
+		memmove(ids + (size_t)left++ * HASH_LEN, ids + (size_t)i * HASH_LEN, HASH_LEN);
+	*n = left;
+	link_close(&l);
+	return rc;
+}
+
+unsigned peers_repair(server *srv, uint8_t *ids, unsigned n)
+{
+	struct peers *ps = srv->peers;
+	unsigned want = n;
+	for (unsigned i = 0; ps && i < ps->n && n && !server_stopping(srv); i++) {
+		peer_info pi;
+		if (!peers_info(srv, i, &pi) || !pi.connected)
+			continue;
+		int rc = repair_from(&ps->v[i], ids, &n);
+		if (rc)
+			log_warn("repair from peer %s: %s", ps->v[i].addr, ss_errmsg(rc));
+	}
+	if (want > n) {
+		int rc = store_flush(srv->st);
+		if (rc)
+			log_warn("repair: %s", ss_errmsg(rc));
+		log_info("repaired %u of %u chunks from peers", want - n, want);
+	}
+	if (n)
+		log_warn("%u chunks could not be repaired from any peer yet (will retry)", n);
+	return want - n;
 }
 
 static void *peer_main(void *arg)

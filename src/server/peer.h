@@ -57,6 +57,14 @@ bool peers_is_member(server *srv, uint64_t node);
 /* Is our link to the peer with this short node id up? */
 bool peers_link_up(server *srv, uint64_t node);
 
+/*
+ * Fetch chunks this server lost (scrub found them corrupt) from its peers,
+ * each over a short connection of its own: every copy verified against its
+ * id before it is stored.  ids (n ≤ 1024) is left holding those no peer
+ * could supply; returns how many were repaired.
+ */
+unsigned peers_repair(server *srv, uint8_t *ids, unsigned n);
+
 /* Snapshot of peer i's state; false past the last peer. */
 bool peers_info(server *srv, unsigned i, peer_info *out);
 

@@ -22,6 +22,8 @@
 
 #define SERVER_MAX_PEERS 64
 #define SERVER_RETENTION_MS (30LL * 24 * 3600 * 1000) /* default of --retention: 30 days */
+#define SERVER_SCRUB_INTERVAL_MS (24 * 3600 * 1000)    /* default of --scrub-interval: a day */
+#define SERVER_SCRUB_RATE_MB 32                       /* default of --scrub-rate */
 
 typedef struct server_opts {
 	const char *data;
@@ -34,6 +36,8 @@ typedef struct server_opts {
 	const char *write_quorum;
 	int quorum_timeout_ms; /* how long a write waits for its acknowledgements */
 	int64_t retention_ms;  /* old versions and tombstones are kept this long */
+	int scrub_interval_ms; /* a scrub pass starts this long after the last */
+	int scrub_rate_mb;     /* MB/s a scrub reads at most (0: no scrub) */
 } server_opts;
 
 #define SERVER_QUORUM_MS 30000 /* default of --quorum-timeout */
@@ -72,8 +76,8 @@ typedef struct server {
 	bool stats_valid;
 	uint64_t stats_gen;
 	store_stats stats;
-	pthread_t maint;     /* maint.c */
-	bool maint_started;
+	pthread_t maint, scrub; /* maint.c */
+	bool maint_started, scrub_started;
 } server;
 
 int server_main(const server_opts *o);

@@ -421,6 +421,9 @@ static int do_get(session *s)
 				      : store_lookup(s->srv->st, s->m.get.path, rec);
 	if (!rc && rec->deleted)
 		rc = ss_fail(SS_ENOENT, "no such file: %s (deleted)", s->m.get.path);
+	else if (rc == SS_ENOENT && s->m.get.version)
+		rc = ss_fail(SS_ENOENT, "%s has no version %llu here (never, or no longer kept: see `syncstore log %s`)",
+			     s->m.get.path, (unsigned long long)s->m.get.version, s->m.get.path);
 	else if (rc == SS_ENOENT)
 		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.get.path);
 	if (rc)

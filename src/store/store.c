@@ -1271,6 +1271,71 @@ static int read_at(store *st, const uint8_t id[HASH_LEN], seg_loc *loc, buf *out
 	}
 }
 
+#define SCRUB_BATCH 64
+int store_scrub(store *st, uint8_t cursor[HASH_LEN], uint64_t budget, uint8_t *bad, unsigned maxbad,
+		store_scrub_result *out)
+{
+	memset(out, 0, sizeof *out);
+	struct {
+		uint8_t id[HASH_LEN];
+		seg_loc loc;
+	} rows[SCRUB_BATCH];
+	buf data;
+	buf_init(&data, SEG_CHUNK_MAX);
+	int rc = 0;
+	while (!rc && out->bytes < budget && !out->done) {
+		unsigned n = 0;
+		pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s;
+		int src = sqlite3_prepare_v2(st->db, "SELECT id, seg, off, len FROM chunks WHERE id > ?1 ORDER BY id LIMIT ?2",
+					     -1, &s, NULL);
+		if (src != SQLITE_OK) {
+			rc = db_fail(st, src, "cannot list chunks to scrub");
+		} else {
+			sqlite3_bind_blob(s, 1, cursor, HASH_LEN, SQLITE_TRANSIENT);
+			sqlite3_bind_int(s, 2, SCRUB_BATCH);
+			while ((src = sqlite3_step(s)) == SQLITE_ROW && n < SCRUB_BATCH) {
+				if (sqlite3_column_bytes(s, 0) != HASH_LEN)
+					continue;
+				memcpy(rows[n].id, sqlite3_column_blob(s, 0), HASH_LEN);
+				rows[n].loc.seg = (uint32_t)sqlite3_column_int64(s, 1);
+				rows[n].loc.off = (uint64_t)sqlite3_column_int64(s, 2);
+				rows[n].loc.len = (uint32_t)sqlite3_column_int64(s, 3);
+				n++;
+			}
+			if (src != SQLITE_ROW && src != SQLITE_DONE)
+				rc = db_fail(st, src, "cannot list chunks to scrub");
+			sqlite3_finalize(s);
+		}
+		pthread_mutex_unlock(&st->db_mu);
+		if (rc)
+			break;
+		if (n < SCRUB_BATCH)
+			out->done = true;
+		for (unsigned i = 0; i < n && !rc; i++) {
+			memcpy(cursor, rows[i].id, HASH_LEN);
+			int r = read_at(st, rows[i].id, &rows[i].loc, &data);
+			out->chunks++;
+			out->bytes += rows[i].loc.len;
+			if (!r || r == SS_ENOENT) /* fine, or dropped by GC meanwhile */
+				continue;
+			char ab[SEG_ID_ABBREV];
+			seg_id_abbrev(rows[i].id, ab);
+			log_err("scrub: %s; chunk %s dropped from the index until a peer sends it again", ss_errmsg(r),
+				ab);
+			if ((rc = store_forget(st, rows[i].id)))
+				break;
+			if (out->nbad < maxbad)
+				memcpy(bad + (size_t)out->nbad * HASH_LEN, rows[i].id, HASH_LEN);
+			out->nbad++;
+		}
+	}
+	if (out->done)
+		memset(cursor, 0, HASH_LEN);
+	buf_free(&data);
+	return rc;
+}
+
 int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out)
 {
 	seg_loc loc;

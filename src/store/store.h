@@ -224,6 +224,22 @@ int store_expire_tombstones(store *st, store_expirable_fn expirable, void *ctx, 
  * seq among them, 0 when there are none.  Either pointer may be NULL. */
 int store_tombstones(store *st, uint64_t *count, uint64_t *oldest_seq);
 
+/*
+ * Scrub: re-read and re-hash stored chunks (tree nodes included) in id
+ * order after *cursor (all zero: from the start), until about `budget` bytes
+ * were read or the index ends (*done; *cursor is zeroed again).  A chunk
+ * whose record does not verify, or cannot be read, is forgotten
+ * (store_forget: never served again; stored again by whoever sends it next)
+ * and its id appended to bad (up to maxbad; *nbad counts them).
+ */
+typedef struct store_scrub_result {
+	uint64_t chunks, bytes; /* checked */
+	unsigned nbad;
+	bool done;
+} store_scrub_result;
+int store_scrub(store *st, uint8_t cursor[HASH_LEN], uint64_t budget, uint8_t *bad, unsigned maxbad,
+		store_scrub_result *out);
+
 typedef struct store_gc_stats {
 	uint64_t chunks_dropped, bytes_dropped;   /* index entries removed */
 	uint64_t segments_compacted;              /* live records moved, then the file deleted */
