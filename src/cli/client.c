@@ -340,7 +340,8 @@ int cmd_status(const cli_opts *o, int argc, char **argv)
 			return cli_fail("status", rc);
 		bool converged = true;
 		for (int i = 0; i < n; i++)
-			if (!sv[i].connected || sv[i].pending_records || memcmp(sv[i].digest, sv[0].digest, HASH_LEN))
+			if (!(sv[i].flags & WIRE_SERVER_FORGOTTEN) &&
+			    (!sv[i].connected || sv[i].pending_records || memcmp(sv[i].digest, sv[0].digest, HASH_LEN)))
 				converged = false;
 		if (!wait || converged || (timeout >= 0 && now_mono() >= deadline)) {
 			char id[HASH_HEX_LEN + 1], dg[HASH_HEX_LEN + 1], sz[16], pb[16];
@@ -356,27 +357,38 @@ int cmd_status(const cli_opts *o, int argc, char **argv)
 					printf("%s{\"node\":\"%s\",\"addr\":\"%s\",\"self\":%s,\"connected\":%s,"
 					       "\"head\":%llu,\"pending_records\":%llu,\"pending_bytes\":%llu,"
 					       "\"files\":%llu,\"bytes\":%llu,\"chunks\":%llu,\"chunk_bytes\":%llu,"
-					       "\"digest\":\"%s\"}",
+					       "\"digest\":\"%s\",\"tombstones\":%llu,\"forgotten\":%s,"
+					       "\"blocks_tombstone_expiry\":%s}",
 					       i ? "," : "", id, sv[i].addr, sv[i].self ? "true" : "false",
 					       sv[i].connected ? "true" : "false", (unsigned long long)sv[i].head_seq,
 					       (unsigned long long)sv[i].pending_records,
 					       (unsigned long long)sv[i].pending_bytes, (unsigned long long)sv[i].files,
 					       (unsigned long long)sv[i].bytes, (unsigned long long)sv[i].chunks,
-					       (unsigned long long)sv[i].chunk_bytes, dg);
+					       (unsigned long long)sv[i].chunk_bytes, dg, (unsigned long long)sv[i].tombstones,
+					       sv[i].flags & WIRE_SERVER_FORGOTTEN ? "true" : "false",
+					       sv[i].flags & WIRE_SERVER_BLOCKS ? "true" : "false");
 				} else {
 					fmt_size(sv[i].pending_bytes, pb);
 					fmt_size(sv[i].bytes, sz);
-					printf("%.16s  %-21s  %-9s  %8llu  %8llu  %10s  %8llu  %.16s\n", id, sv[i].addr,
-					       sv[i].connected ? (sv[i].self ? "self" : "connected") : "down",
+					const char *state = sv[i].flags & WIRE_SERVER_FORGOTTEN ? "forgotten"
+							    : sv[i].connected ? (sv[i].self ? "self" : "connected")
+									      : "down";
+					printf("%.16s  %-21s  %-9s  %8llu  %8llu  %10s  %8llu  %.16s%s\n", id, sv[i].addr,
+					       state,
 					       (unsigned long long)sv[i].head_seq,
 					       (unsigned long long)sv[i].pending_records, pb,
-					       (unsigned long long)sv[i].files, dg);
+					       (unsigned long long)sv[i].files, dg,
+					       sv[i].flags & WIRE_SERVER_BLOCKS ? "  (tombstones wait for it)" : "");
 				}
 			}
 			if (json)
 				printf("],\"converged\":%s}\n", converged ? "true" : "false");
 			else
 				printf("%s\n", converged ? "converged" : "not converged");
+			if (!json && n && sv[0].tombstones)
+				printf("%llu tombstone%s kept until every member has applied %s\n",
+				       (unsigned long long)sv[0].tombstones, sv[0].tombstones == 1 ? "" : "s",
+				       sv[0].tombstones == 1 ? "it" : "them");
 			if (wait && !converged) {
 				fprintf(stderr, "syncstore: status: not converged after %.0f seconds\n", timeout);
 				return EXIT_FAIL;

@@ -197,14 +197,20 @@ usage:
 
 static int cmd_forget(const cli_opts *o, int argc, char **argv)
 {
-	(void)o;
 	if (argc != 2) {
 		fprintf(stderr, "usage: syncstore forget NODE_ID\n");
 		return EXIT_USAGE;
 	}
-	fprintf(stderr, "syncstore: forget: cluster membership arrives with replication; "
-			"this server runs alone and has no member to forget\n");
-	return EXIT_FAIL;
+	client cl;
+	int rc = client_connect(o, &cl);
+	if (!rc && !(rc = wire_forget(&cl.io.out, argv[1], 0)))
+		rc = msgio_expect(&cl.io, MSG_OK, cl.m);
+	uint64_t servers = rc ? 0 : cl.m->ok.value;
+	client_close(&cl);
+	if (rc)
+		return cli_fail("forget", rc);
+	printf("forgot %s on %llu server%s\n", argv[1], (unsigned long long)servers, servers == 1 ? "" : "s");
+	return 0;
 }
 
 static const struct {

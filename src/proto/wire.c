@@ -215,8 +215,14 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 		s->chunk_bytes = get64(&r);
 		get_id(&r, s->digest);
 		s->durable_of = get16(&r);
+		s->tombstones = get64(&r);
+		s->flags = get8(&r);
 		break;
 	}
+	case MSG_FORGET:
+		get_str(&r, m->forget.node, sizeof m->forget.node);
+		m->forget.flags = get32(&r);
+		break;
 	case MSG_PULL:
 		m->pull.index_id = get64(&r);
 		m->pull.after = get64(&r);
@@ -472,6 +478,17 @@ int wire_server_info(buf *b, const wire_server *v)
 	rc |= put64(b, v->chunk_bytes);
 	rc |= buf_append(b, v->digest, HASH_LEN);
 	rc |= put16(b, v->durable_of);
+	rc |= put64(b, v->tombstones);
+	rc |= put8(b, v->flags);
+	return frame_done(b, s, rc);
+}
+
+int wire_forget(buf *b, const char *node_hex, uint32_t flags)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_FORGET, 6 + strlen(node_hex));
+	rc |= put_str(b, node_hex);
+	rc |= put32(b, flags);
 	return frame_done(b, s, rc);
 }
 

@@ -61,6 +61,7 @@ enum wire_type {
 	MSG_RM = 33,     /* path str, flags u32 (1 = recursive) — OK(count) */
 	MSG_MV = 34,     /* from str, to str — OK(seq) */
 	MSG_LOG = 35,    /* path str — ENTRY… newest first, END */
+	MSG_FORGET = 36, /* node id (hex, ≥ 8 digits) str, flags u32 (1 = passed on by a peer) — OK(servers) */
 
 	MSG_STATUS = 40, /* (empty) — SERVER…, END */
 	MSG_SERVER = 41, /* one server's state, see wire_server */
@@ -75,6 +76,9 @@ enum wire_type {
 #define WIRE_PULL_MAX 1024 /* records in one PULL reply */
 
 #define WIRE_RM_RECURSIVE 1u
+#define WIRE_FORGET_RELAYED 1u
+#define WIRE_SERVER_FORGOTTEN 1u /* wire_server.flags: forgotten member */
+#define WIRE_SERVER_BLOCKS 2u    /* it blocks tombstone expiry (it has not applied them) */
 #define WIRE_CHUNK_ZSTD 1u
 
 typedef struct wire_server {
@@ -84,6 +88,8 @@ typedef struct wire_server {
 	uint64_t head_seq, pending_records, pending_bytes, files, bytes, chunks, chunk_bytes;
 	uint8_t digest[HASH_LEN];
 	uint16_t durable_of; /* cluster size */
+	uint64_t tombstones; /* self: tombstones kept, waiting to expire */
+	uint8_t flags;       /* WIRE_SERVER_* */
 } wire_server;
 
 typedef struct msg {
@@ -102,6 +108,7 @@ typedef struct msg {
 		struct { char path[SS_PATH_MAX + 1]; } path; /* LIST prefix, STAT, LOG */
 		struct { char path[SS_PATH_MAX + 1]; uint32_t flags; } rm;
 		struct { char from[SS_PATH_MAX + 1], to[SS_PATH_MAX + 1]; } mv;
+		struct { char node[HASH_HEX_LEN + 1]; uint32_t flags; } forget;
 		record rec; /* META, ENTRY */
 		wire_server server;
 		struct { uint64_t index_id, after; uint32_t limit, wait_ms; } pull;
@@ -130,6 +137,7 @@ int wire_get(buf *b, const char *path, uint64_t version);
 int wire_path(buf *b, uint8_t type, const char *path); /* LIST, STAT, LOG */
 int wire_rm(buf *b, const char *path, uint32_t flags);
 int wire_mv(buf *b, const char *from, const char *to);
+int wire_forget(buf *b, const char *node_hex, uint32_t flags);
 int wire_record(buf *b, uint8_t type, const record *r); /* META, ENTRY */
 int wire_server_info(buf *b, const wire_server *s);
 int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint32_t limit, uint32_t wait_ms);

@@ -52,6 +52,8 @@ static void member_acks(server *srv, expiry *e)
 		bool known = false;
 		for (unsigned k = 0; k < HASH_LEN && !known; k++)
 			known = pi.id[k] != 0;
+		if (known && peers_is_forgotten(srv, pi.id))
+			continue; /* forgotten: blocks nothing any more */
 		e->acked[e->n++] = known ? server_acked(srv, node_short_id(pi.id)) : 0;
 	}
 }

@@ -27,7 +27,28 @@ struct peers {
 	SSL_CTX *ctx; /* client side of the links, this node's identity */
 	unsigned n;
 	peer *v;
+	uint8_t forgotten[SERVER_MAX_PEERS][HASH_LEN]; /* members removed for good */
+	unsigned nforgotten;
 };
+
+static bool forgotten_locked(struct peers *ps, const uint8_t id[HASH_LEN])
+{
+	for (unsigned i = 0; i < ps->nforgotten; i++)
+		if (!memcmp(ps->forgotten[i], id, HASH_LEN))
+			return true;
+	return false;
+}
+
+bool peers_is_forgotten(server *srv, const uint8_t id[HASH_LEN])
+{
+	struct peers *ps = srv->peers;
+	if (!ps)
+		return false;
+	pthread_mutex_lock(&ps->mu);
+	bool f = forgotten_locked(ps, id);
+	pthread_mutex_unlock(&ps->mu);
+	return f;
+}
 
 /* One connection to a peer. */
 typedef struct link {
@@ -269,6 +290,9 @@ static int check_peer(link *l)
 		return ss_fail(SS_EAUTH, "%s is node %.16s, not the pinned %s", p->addr, hex, p->pin);
 	if (!memcmp(l->c.peer.id, p->srv->node_id, HASH_LEN))
 		return ss_fail(SS_EINVAL, "%s is this server itself", p->addr);
+	if (peers_is_forgotten(p->srv, l->c.peer.id))
+		return ss_fail(SS_EAUTH, "%s is node %.16s, which this cluster forgot: wipe its data directory to "
+					 "join again as a new member", p->addr, hex);
 	return 0;
 }
 
@@ -320,12 +344,19 @@ static int link_run(peer *p, bool *pulled)
 	if (!rc && !server_stopping(p->srv)) {
 		l.peer_short = node_short_id(l.c.peer.id);
 		pthread_mutex_lock(&p->all->mu);
+		bool new_id = memcmp(p->info.id, l.c.peer.id, HASH_LEN) != 0;
 		p->info.connected = p->info.known = true;
 		p->info.head_known = false; /* until this connection's first PULLED */
 		memcpy(p->info.id, l.c.peer.id, HASH_LEN);
 		pthread_mutex_unlock(&p->all->mu);
-		char hex[HASH_HEX_LEN + 1];
+		char hex[HASH_HEX_LEN + 1], key[160];
 		hex_encode(l.c.peer.id, HASH_LEN, hex);
+		/* Remembered, so status names a member that is down after our
+		 * restart, and forget can find it. */
+		snprintf(key, sizeof key, "peer:%s", p->addr);
+		if (new_id && (rc = store_setting_set(l.st, key, hex)))
+			log_warn("cannot remember peer %s: %s", p->addr, ss_errmsg(rc));
+		rc = 0;
 		log_info("peer %s (node %.16s) connected", p->addr, hex);
 		for (bool first = true; !server_stopping(p->srv) && !(rc = pull_once(&l, first)); first = false)
 			*pulled = true;
@@ -439,6 +470,17 @@ static int parse_peer(const char *spec, peer *p)
 	return 0;
 }
 
+static int load_forgotten(void *ctx, const char *key, const char *value)
+{
+	struct peers *ps = ctx;
+	(void)value;
+	const char *hex = key + strlen("forgotten:");
+	if (strlen(hex) == HASH_HEX_LEN && ps->nforgotten < SERVER_MAX_PEERS &&
+	    !hex_decode(hex, ps->forgotten[ps->nforgotten], HASH_LEN))
+		ps->nforgotten++;
+	return 0;
+}
+
 int peers_start(server *srv)
 {
 	const server_opts *o = srv->opts;
@@ -458,8 +500,16 @@ int peers_start(server *srv)
 		if (!rc && !strcmp(p->addr, o->listen))
 			rc = ss_fail(SS_EINVAL, "--peer %s is this server's own --listen address", p->addr);
 	}
-	if (rc || !ps->n)
+	if (rc || (rc = store_setting_list(srv->st, "forgotten:", load_forgotten, ps)))
 		return rc;
+	for (unsigned i = 0; i < ps->n; i++) {
+		char key[160], hex[HASH_HEX_LEN + 1];
+		snprintf(key, sizeof key, "peer:%s", ps->v[i].addr);
+		if (!store_setting_get(srv->st, key, hex, sizeof hex) && strlen(hex) == HASH_HEX_LEN)
+			hex_decode(hex, ps->v[i].info.id, HASH_LEN);
+	}
+	if (!ps->n)
+		return 0;
 	ps->ctx = tls_ctx_new(o->tls, srv->crt, srv->key, 0);
 	if (!ps->ctx)
 		return SS_ETLS;
@@ -547,9 +597,83 @@ bool peers_is_member(server *srv, uint64_t node)
 		return false;
 	pthread_mutex_lock(&ps->mu);
 	for (unsigned i = 0; i < ps->n && !member; i++)
-		member = ps->v[i].info.known && node_short_id(ps->v[i].info.id) == node;
+		member = ps->v[i].info.known && node_short_id(ps->v[i].info.id) == node &&
+			 !forgotten_locked(ps, ps->v[i].info.id);
 	pthread_mutex_unlock(&ps->mu);
 	return member;
+}
+
+/* Tell one peer, over a short connection of its own. */
+static int forget_at(peer *p, const char *hex)
+{
+	link l;
+	int rc = link_open(p, &l);
+	if (!rc && !(rc = wire_forget(&l.io.out, hex, WIRE_FORGET_RELAYED)))
+		rc = msgio_expect(&l.io, MSG_OK, l.m);
+	link_close(&l);
+	return rc;
+}
+
+int peers_forget(server *srv, const char *node, bool relayed, unsigned *servers)
+{
+	struct peers *ps = srv->peers;
+	uint8_t id[HASH_LEN];
+	char self[HASH_HEX_LEN + 1], hex[HASH_HEX_LEN + 1] = "";
+	size_t len = strlen(node);
+	hex_encode(srv->node_id, HASH_LEN, self);
+	*servers = 0;
+	if (len < 8 || len > HASH_HEX_LEN || strspn(node, "0123456789abcdefABCDEF") != len)
+		return ss_fail(SS_EINVAL, "'%s' is not a node id (8 to 64 hex digits, as status shows)", node);
+	if (!strncasecmp(self, node, len))
+		return ss_fail(SS_EINVAL, "%s is this server itself: ask another member to forget it", node);
+	/* A prefix must name one member we know; a whole id may be one we never
+	 * met (a peer relays what its members know). */
+	unsigned matches = 0;
+	pthread_mutex_lock(&ps->mu);
+	for (unsigned i = 0; i < ps->n; i++) {
+		char h[HASH_HEX_LEN + 1];
+		bool any = false;
+		for (unsigned k = 0; k < HASH_LEN && !any; k++)
+			any = ps->v[i].info.id[k] != 0;
+		hex_encode(ps->v[i].info.id, HASH_LEN, h);
+		if (any && !strncasecmp(h, node, len) && strcmp(h, hex)) {
+			memcpy(hex, h, sizeof hex);
+			matches++;
+		}
+	}
+	pthread_mutex_unlock(&ps->mu);
+	if (matches > 1)
+		return ss_fail(SS_EINVAL, "node id %s is ambiguous: give more digits", node);
+	if (!matches && len == HASH_HEX_LEN)
+		for (size_t i = 0; i <= len; i++)
+			hex[i] = (char)(node[i] >= 'A' && node[i] <= 'F' ? node[i] - 'A' + 'a' : node[i]);
+	if (!hex[0])
+		return ss_fail(SS_ENOENT, "no member with node id %s (status lists them)", node);
+	hex_decode(hex, id, HASH_LEN);
+	char key[160];
+	snprintf(key, sizeof key, "forgotten:%s", hex);
+	int rc = store_setting_set(srv->st, key, "1");
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&ps->mu);
+	if (!forgotten_locked(ps, id) && ps->nforgotten < SERVER_MAX_PEERS)
+		memcpy(ps->forgotten[ps->nforgotten++], id, HASH_LEN);
+	pthread_cond_broadcast(&ps->cv);
+	pthread_mutex_unlock(&ps->mu);
+	log_info("node %.16s forgotten: it no longer blocks tombstone expiry and may not rejoin with its data",
+		 hex);
+	*servers = 1;
+	/* Pass it on to every member we can reach now (but not back: relayed). */
+	for (unsigned i = 0; !relayed && i < ps->n; i++) {
+		peer_info pi;
+		if (!peers_info(srv, i, &pi) || !pi.connected || !memcmp(pi.id, id, HASH_LEN))
+			continue;
+		if ((rc = forget_at(&ps->v[i], hex)))
+			log_warn("could not tell peer %s to forget %.16s: %s", ps->v[i].addr, hex, ss_errmsg(rc));
+		else
+			(*servers)++;
+	}
+	return 0;
 }
 
 bool peers_link_up(server *srv, uint64_t node)

@@ -54,6 +54,17 @@ bool peers_catch_up(server *srv, int max_ms);
 
 /* Is the node one of our --peer servers (reached through its address)? */
 bool peers_is_member(server *srv, uint64_t node);
+/*
+ * forget NODE: remove a member for good — it no longer blocks tombstone
+ * expiry or counts toward the write quorum, and its links are refused (it
+ * may rejoin only as a new member, with a wiped data directory).  node is a
+ * hex id or a prefix of a member's id (≥ 8 digits).  Remembered in the
+ * store; passed on to every connected member unless relayed.  *servers gets
+ * how many servers recorded it.
+ */
+int peers_forget(server *srv, const char *node, bool relayed, unsigned *servers);
+bool peers_is_forgotten(server *srv, const uint8_t id[HASH_LEN]);
+
 /* Is our link to the peer with this short node id up? */
 bool peers_link_up(server *srv, uint64_t node);
 

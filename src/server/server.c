@@ -240,7 +240,7 @@ void server_peer_acked(server *srv, uint64_t node, uint64_t acked)
 		/* Its latest cursor, not the highest ever: a peer that restarted
 		 * from an older copy holds less than it once said. */
 		a->acked = acked;
-		a->member = a->member || peers_is_member(srv, node);
+		a->member = peers_is_member(srv, node);
 		pthread_cond_broadcast(&srv->chg_cv);
 	}
 	pthread_mutex_unlock(&srv->chg_mu);

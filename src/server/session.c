@@ -576,10 +576,20 @@ static int do_mv(session *s)
 	return rc ? rc : wire_ok(&s->io.out, seq);
 }
 
+static int do_forget(session *s)
+{
+	unsigned servers;
+	int rc = peers_forget(s->srv, s->m.forget.node, s->m.forget.flags & WIRE_FORGET_RELAYED, &servers);
+	return rc ? rc : wire_ok(&s->io.out, servers);
+}
+
 static int do_status(session *s)
 {
 	store_stats st;
 	int rc = store_stats_get(s->srv->st, &st);
+	uint64_t tombs = 0, oldest = 0;
+	if (!rc)
+		rc = store_tombstones(s->srv->st, &tombs, &oldest);
 	if (rc)
 		return rc;
 	wire_server w = {.self = 1, .connected = 1, .durable_of = 1};
@@ -590,6 +600,7 @@ static int do_status(session *s)
 	w.bytes = st.bytes;
 	w.chunks = st.chunks;
 	w.chunk_bytes = st.chunk_bytes;
+	w.tombstones = tombs;
 	memcpy(w.digest, st.digest, HASH_LEN);
 	rc = wire_server_info(&s->io.out, &w);
 	/* Then every peer as this server last heard from it. */
@@ -605,6 +616,10 @@ static int do_status(session *s)
 		v.files = pi.files;
 		v.bytes = pi.bytes;
 		memcpy(v.digest, pi.digest, HASH_LEN);
+		if (peers_is_forgotten(s->srv, pi.id))
+			v.flags |= WIRE_SERVER_FORGOTTEN;
+		else if (tombs && server_acked(s->srv, node_short_id(pi.id)) < oldest)
+			v.flags |= WIRE_SERVER_BLOCKS; /* it has not applied our oldest tombstone */
 		rc = wire_server_info(&s->io.out, &v);
 	}
 	return rc ? rc : wire_empty(&s->io.out, MSG_END);
@@ -644,6 +659,9 @@ static bool peer_spoke(session *s)
 static int do_pull(session *s)
 {
 	server *srv = s->srv;
+	if (peers_is_forgotten(srv, s->c->peer.id))
+		return ss_fail(SS_EAUTH, "this node was forgotten by the cluster: wipe its data directory to join "
+					 "again as a new member");
 	uint64_t index_id = store_index_id(srv->st);
 	uint64_t after = repl_pull_after(s->m.pull.index_id, s->m.pull.after, index_id);
 	store_stats st;
@@ -780,6 +798,7 @@ void session_run(server *srv, conn *c)
 			case MSG_PULL: rc = do_pull(s); break;
 			case MSG_READ: rc = do_read(s); break;
 			case MSG_STATUS: rc = do_status(s); break;
+			case MSG_FORGET: rc = do_forget(s); break;
 			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u from a peer", s->m.type);
 			}
 		} else if (!rc) {
@@ -801,6 +820,7 @@ void session_run(server *srv, conn *c)
 			case MSG_RM: rc = do_rm(s); break;
 			case MSG_MV: rc = do_mv(s); break;
 			case MSG_STATUS: rc = do_status(s); break;
+			case MSG_FORGET: rc = do_forget(s); break;
 			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u", s->m.type);
 			}
 		}

@@ -1272,6 +1272,88 @@ static int read_at(store *st, const uint8_t id[HASH_LEN], seg_loc *loc, buf *out
 }
 
 #define SCRUB_BATCH 64
+int store_setting_get(store *st, const char *key, char *out, size_t outsz)
+{
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "SELECT value FROM settings WHERE key = ?1", -1, &s, NULL);
+	int rc = src == SQLITE_OK ? 0 : db_fail(st, src, "cannot read a setting");
+	if (!rc) {
+		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+		src = sqlite3_step(s);
+		if (src == SQLITE_ROW) {
+			const unsigned char *v = sqlite3_column_text(s, 0);
+			snprintf(out, outsz, "%s", v ? (const char *)v : "");
+		} else if (src == SQLITE_DONE) {
+			rc = SS_ENOENT;
+		} else {
+			rc = db_fail(st, src, "cannot read a setting");
+		}
+		sqlite3_finalize(s);
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_setting_set(store *st, const char *key, const char *value)
+{
+	if (!strcmp(key, "index_id"))
+		return ss_fail(SS_EINVAL, "the index id is not a setting to change");
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db,
+				     value ? "INSERT INTO settings(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO "
+					     "UPDATE SET value = excluded.value"
+					   : "DELETE FROM settings WHERE key = ?1",
+				     -1, &s, NULL);
+	int rc = src == SQLITE_OK ? 0 : db_fail(st, src, "cannot write a setting");
+	if (!rc) {
+		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+		if (value)
+			sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+		rc = db_step_done(st, s, "cannot write a setting");
+		sqlite3_finalize(s);
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_setting_list(store *st, const char *prefix, store_setting_fn fn, void *ctx)
+{
+	/* Collected first, so fn may use the store. */
+	char (*keys)[128] = NULL, (*vals)[128] = NULL;
+	size_t n = 0, cap = 0;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "SELECT key, value FROM settings WHERE substr(key, 1, ?2) = ?1 ORDER BY key",
+				     -1, &s, NULL);
+	int rc = src == SQLITE_OK ? 0 : db_fail(st, src, "cannot list settings");
+	if (!rc) {
+		sqlite3_bind_text(s, 1, prefix, -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 2, (int)strlen(prefix));
+		while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+			if (n == cap) {
+				cap = cap ? 2 * cap : 16;
+				keys = xrealloc(keys, cap * sizeof *keys);
+				vals = xrealloc(vals, cap * sizeof *vals);
+			}
+			const unsigned char *k = sqlite3_column_text(s, 0), *v = sqlite3_column_text(s, 1);
+			snprintf(keys[n], sizeof keys[n], "%s", k ? (const char *)k : "");
+			snprintf(vals[n], sizeof vals[n], "%s", v ? (const char *)v : "");
+			n++;
+		}
+		if (src != SQLITE_DONE)
+			rc = db_fail(st, src, "cannot list settings");
+		sqlite3_finalize(s);
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = fn(ctx, keys[i], vals[i]);
+	free(keys);
+	free(vals);
+	return rc;
+}
+
 int store_scrub(store *st, uint8_t cursor[HASH_LEN], uint64_t budget, uint8_t *bad, unsigned maxbad,
 		store_scrub_result *out)
 {

@@ -148,6 +148,15 @@ int store_history(store *st, const char *path, store_rec_fn fn, void *ctx);
 
 /* ---- replication support ---- */
 
+/* Small durable settings (the settings table; keys are not "index_id"):
+ * get copies the value into out (NUL-terminated; SS_ENOENT if absent),
+ * set replaces it (value NULL deletes), list calls fn for every key that
+ * starts with prefix.  For the server's membership facts. */
+int store_setting_get(store *st, const char *key, char *out, size_t outsz);
+int store_setting_set(store *st, const char *key, const char *value);
+typedef int (*store_setting_fn)(void *ctx, const char *key, const char *value);
+int store_setting_list(store *st, const char *prefix, store_setting_fn fn, void *ctx);
+
 /* A random id naming this store's sequence space (new for a new directory). */
 uint64_t store_index_id(const store *st);
 /* Versions with local sequence > after, in sequence order, at most limit:
