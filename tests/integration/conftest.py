@@ -964,3 +964,52 @@ def wait_served(server, remote, want, tmp_path, timeout=60, others=()):
         f"{want_size} bytes, sha256 {sha256_file(want)[:16]} (as {want})\n"
         + cluster_report([server, *others]))
     return out
+
+
+# --------------------------------------------------------------------------
+# retention, tombstones, garbage collection (test_gc.py)
+
+# One line of `log REMOTE_PATH`, newest first:
+#   "version 5      2026-11-25 21:32         5 B  568bc2…"   (a kept version)
+#   "version 3      2026-11-25 21:32     deleted"            (a tombstone)
+LOG_LINE_RE = re.compile(r"^version\s+(?P<version>\d+)\s+(?P<rest>.*)$")
+
+
+def dir_size(path):
+    """Sum of the sizes of every file under `path` (os.walk; symlinks not
+    followed; files that vanish while walking count 0)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def log_versions(server, remote, **kw):
+    """`log REMOTE_PATH` on server: the CompletedProcess and a list of
+    {"version": int, "deleted": bool, "line": str}, newest first (an empty
+    list when the command failed)."""
+    cp = server.cli("log", remote, check=False, **kw)
+    out = []
+    if cp.returncode == 0:
+        for line in cp.stdout.splitlines():
+            m = LOG_LINE_RE.match(line.strip())
+            if m:
+                out.append({"version": int(m.group("version")),
+                            "deleted": m.group("rest").split()[-1:] == ["deleted"],
+                            "line": line.strip()})
+    return cp, out
+
+
+def server_log_lines(server, needle):
+    """Every line containing `needle` in all of the server's log files (one
+    per start), in order."""
+    lines = []
+    for n in range(1, server.starts + 1):
+        f = server.logdir / f"server-{server.port}-{n}.log"
+        if f.exists():
+            lines += [line for line in f.read_text(errors="replace").splitlines() if needle in line]
+    return lines
