@@ -239,6 +239,10 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 	case MSG_MISSING:
 		get_id(&r, m->missing.id);
 		break;
+	case MSG_JOIN:
+		get_str(&r, m->join.addr, sizeof m->join.addr);
+		m->join.cluster_size = get16(&r);
+		break;
 	default:
 		return ss_fail(SS_EPROTO, "unknown message type %u", type);
 	}
@@ -513,6 +517,15 @@ int wire_pulled(buf *b, uint64_t index_id, uint64_t head, uint64_t files, uint64
 	rc |= put64(b, files);
 	rc |= put64(b, bytes);
 	rc |= buf_append(b, digest, HASH_LEN);
+	return frame_done(b, s, rc);
+}
+
+int wire_join(buf *b, const char *addr, uint16_t cluster_size)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_JOIN, 4 + strlen(addr));
+	rc |= put_str(b, addr);
+	rc |= put16(b, cluster_size);
 	return frame_done(b, s, rc);
 }
 

@@ -71,6 +71,7 @@ enum wire_type {
 	MSG_PULLED = 51,  /* index_id u64, head u64, files u64, bytes u64, digest id */
 	MSG_READ = 52,    /* count u16, ids[count] — per id in order: CHUNK or MISSING */
 	MSG_MISSING = 53, /* id: not stored here (or failed verification) */
+	MSG_JOIN = 54,    /* listen addr str, cluster_size u16 — OK, or ERROR if the peer lists disagree */
 };
 
 #define WIRE_PULL_MAX 1024 /* records in one PULL reply */
@@ -114,6 +115,7 @@ typedef struct msg {
 		struct { uint64_t index_id, after; uint32_t limit, wait_ms; } pull;
 		struct { uint64_t index_id, head, files, bytes; uint8_t digest[HASH_LEN]; } pulled;
 		struct { uint8_t id[HASH_LEN]; } missing;
+		struct { char addr[128]; uint16_t cluster_size; } join;
 	};
 } msg;
 
@@ -144,6 +146,7 @@ int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint32_t limit, uint32_
 int wire_pulled(buf *b, uint64_t index_id, uint64_t head, uint64_t files, uint64_t bytes,
 		const uint8_t digest[HASH_LEN]);
 int wire_missing(buf *b, const uint8_t id[HASH_LEN]);
+int wire_join(buf *b, const char *addr, uint16_t cluster_size);
 
 /*
  * CHUNK frames built in place: wire_chunk_open reserves a frame for raw_len

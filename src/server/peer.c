@@ -314,8 +314,9 @@ static int link_open(peer *p, link *l)
 	l->scratch = xmalloc(CDC_MAX);
 	/* A held PULL answers within PEER_WAIT_MS; anything slower is dead. */
 	conn_set_timeout(&l->c, PEER_WAIT_MS + 30000);
-	if (!(rc = check_peer(l)))
-		rc = msgio_hello_client(&l->io);
+	if (!(rc = check_peer(l)) && !(rc = msgio_hello_client(&l->io)) &&
+	    !(rc = wire_join(&l->io.out, p->srv->opts->listen, (uint16_t)p->srv->cluster_size)))
+		rc = msgio_expect(&l->io, MSG_OK, l->m);
 	l->peer_short = node_short_id(l->c.peer.id);
 	return rc;
 }
@@ -587,6 +588,15 @@ bool peers_catch_up(server *srv, int max_ms)
 		if (!behind || now_mono() >= end || server_stopping(srv))
 			return !behind;
 	}
+}
+
+bool peers_listed(server *srv, const char *addr)
+{
+	struct peers *ps = srv->peers;
+	for (unsigned i = 0; ps && i < ps->n; i++)
+		if (!strcmp(ps->v[i].addr, addr))
+			return true;
+	return false;
 }
 
 bool peers_is_member(server *srv, uint64_t node)

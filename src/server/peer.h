@@ -52,6 +52,8 @@ void peers_free(server *srv);
 #define PEER_CATCH_UP_MS 2000
 bool peers_catch_up(server *srv, int max_ms);
 
+/* Is addr one of our --peer addresses (as written)? */
+bool peers_listed(server *srv, const char *addr);
 /* Is the node one of our --peer servers (reached through its address)? */
 bool peers_is_member(server *srv, uint64_t node);
 /*

@@ -576,6 +576,24 @@ static int do_mv(session *s)
 	return rc ? rc : wire_ok(&s->io.out, seq);
 }
 
+/*
+ * JOIN: a peer link introduces itself.  If each of us lists the other, the
+ * two peer lists must describe clusters of the same size — else the two
+ * would count different majorities, and a write "acknowledged by a quorum"
+ * on one could be unknown to a quorum of the other.  A server we do not
+ * list (one being added, or an observer) may pull: it counts for nothing.
+ */
+static int do_join(session *s)
+{
+	const server *srv = s->srv;
+	if (peers_listed(s->srv, s->m.join.addr) && s->m.join.cluster_size != srv->cluster_size)
+		return ss_fail(SS_EINVAL,
+			       "peer lists disagree: %s says the cluster has %u servers, %s says %u; give every "
+			       "server the same --peer list (all the others)",
+			       s->m.join.addr, s->m.join.cluster_size, srv->opts->listen, srv->cluster_size);
+	return wire_ok(&s->io.out, srv->cluster_size);
+}
+
 static int do_forget(session *s)
 {
 	unsigned servers;
@@ -799,6 +817,7 @@ void session_run(server *srv, conn *c)
 			case MSG_READ: rc = do_read(s); break;
 			case MSG_STATUS: rc = do_status(s); break;
 			case MSG_FORGET: rc = do_forget(s); break;
+			case MSG_JOIN: rc = do_join(s); break;
 			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u from a peer", s->m.type);
 			}
 		} else if (!rc) {
