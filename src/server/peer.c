@@ -24,6 +24,10 @@ typedef struct peer {
 struct peers {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* a peer's info changed */
+	/* One link fetches and applies at a time: the peers mostly send the
+	 * same records, and two links fetching the same trees at once would
+	 * download them twice (the second finds them present instead). */
+	pthread_mutex_t apply_mu;
 	SSL_CTX *ctx; /* client side of the links, this node's identity */
 	unsigned n;
 	peer *v;
@@ -253,6 +257,7 @@ static int pull_once(link *l, bool first)
 	unsigned kept = drop_superseded(l->recs, n);
 	/* Fetched chunks belong to no version until the apply: the lease
 	 * keeps garbage collection off them meanwhile. */
+	pthread_mutex_lock(&l->p->all->apply_mu);
 	uint64_t lease = store_lease_begin(l->st);
 	for (unsigned i = 0; i < kept && !rc; i++)
 		if (!l->recs[i].deleted)
@@ -262,6 +267,7 @@ static int pull_once(link *l, bool first)
 		rc = store_apply_remote(l->st, l->recs, kept, l->peer_short, peer_index, last, repl_decide,
 					&l->counts, &written);
 	store_lease_end(l->st, lease);
+	pthread_mutex_unlock(&l->p->all->apply_mu);
 	if (rc)
 		return rc;
 	if (written) {
@@ -487,6 +493,7 @@ int peers_start(server *srv)
 	const server_opts *o = srv->opts;
 	struct peers *ps = xcalloc(1, sizeof *ps);
 	pthread_mutex_init(&ps->mu, NULL);
+	pthread_mutex_init(&ps->apply_mu, NULL);
 	pthread_cond_init(&ps->cv, NULL);
 	ps->v = xcalloc(o->npeers ? (size_t)o->npeers : 1, sizeof *ps->v);
 	srv->peers = ps;
@@ -546,6 +553,7 @@ void peers_free(server *srv)
 	if (ps->ctx)
 		SSL_CTX_free(ps->ctx);
 	pthread_mutex_destroy(&ps->mu);
+	pthread_mutex_destroy(&ps->apply_mu);
 	pthread_cond_destroy(&ps->cv);
 	free(ps->v);
 	free(ps);

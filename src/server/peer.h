@@ -13,7 +13,7 @@
  * The peer holds a PULL with nothing new for up to PEER_WAIT_MS, answering
  * as soon as something changes (long poll), so a put propagates at once
  * without polling traffic.  A lost link is retried with backoff (0.1 s
- * doubling to 5 s).  Serving the other direction — answering PULL and READ
+ * doubling to 1 s).  Serving the other direction — answering PULL and READ
  * from peers — is session.c's job.
  */
 #ifndef SS_PEER_H
@@ -23,7 +23,7 @@
 
 #define PEER_WAIT_MS 10000   /* longest a PULL is held when nothing is new */
 #define PEER_PULL_BATCH 256  /* records asked for per PULL */
-#define PEER_BACKOFF_MAX_MS 5000
+#define PEER_BACKOFF_MAX_MS 1000 /* a returning peer is seen within a second */
 #define PEER_CONNECT_MS 3000 /* connect + TLS handshake (bounds shutdown too) */
 
 /* A peer's state as status shows it. */

@@ -41,16 +41,19 @@
  * strictly increasing, n ≤ VV_MAX.
  *
  * Namespace digest (store_stats_get; every server must compute the same):
- * SHA-256 over, for each live row of current in ascending byte order of
- * path, the bytes
- *   path (without terminator) · 0x00 · deleted (one byte, 0 or 1) ·
- *   root (32 bytes) · n (u32 LE) · n × (node u64 LE, counter u64 LE)
- * where n and the pairs are the record's version vector, sorted by node.
+ * each live row of current contributes h = SHA-256 of
+ *   path (without terminator) · 0x00 · root (32 bytes) · n (u32 LE) ·
+ *   n × (node u64 LE, counter u64 LE)
+ * where n and the pairs are the record's version vector, sorted by node;
+ * the digest is SHA-256 of the sum of every h (as 256-bit little-endian
+ * numbers, mod 2^256), 32 bytes LE.  A sum, not a hash over a sorted scan,
+ * so that it is kept up to date write by write (ns_change) instead of
+ * costing a scan of the namespace per PULL reply.
  * Local sequence numbers, sizes, modes and times are not part of it: equal
  * vectors with equal roots mean the same version everywhere.  Tombstones
  * are not either: a server that never held a path skips its tombstone, and
  * tombstones expire at different moments on different servers, while the
- * live namespace is what must agree.  (The deleted byte is always 0.)
+ * live namespace is what must agree.
  *
  * Group commit.  store_put_chunk appends to a segment and records the row in
  * an in-memory pending table (by id) with a put sequence number.  One
@@ -337,6 +340,12 @@ static const char store_schema[] =
 	"CREATE TABLE IF NOT EXISTS cursors(peer INTEGER PRIMARY KEY, index_id INTEGER NOT NULL,"
 	" seq INTEGER NOT NULL);";
 
+/* Sums over the live namespace (see ns_change). */
+typedef struct ns_sum {
+	uint64_t w[4]; /* 256-bit sum of the records' hashes, mod 2^256 */
+	int64_t files, bytes;
+} ns_sum;
+
 struct store {
 	char dir[PATH_MAX - 64]; /* room for "/meta.db" and the like */
 	char dbpath[PATH_MAX];
@@ -368,6 +377,10 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *q[Q_COUNT];
 	uint64_t nchunks, chunk_bytes; /* indexed chunks, under db_mu */
+	/* The live namespace, kept up to date instead of scanned (status and
+	 * every PULL reply want it): committed sums, and the changes of the
+	 * transaction in progress, applied at its commit.  Under db_mu. */
+	ns_sum ns, ns_txn;
 	uint64_t index_id;             /* names this store's sequence space */
 	uint64_t gone_gen;             /* bumped (under mu) before a chunk leaves the index */
 	bool fresh_db;                 /* meta.db was created by this open */
@@ -412,22 +425,84 @@ static int db_step_done(store *st, sqlite3_stmt *s, const char *what)
 
 static int db_begin(store *st)
 {
+	st->ns_txn = (ns_sum){0};
 	return db_step_done(st, st->q[Q_BEGIN], "cannot begin a transaction");
+}
+
+static void ns_fold(ns_sum *into, const ns_sum *d)
+{
+	unsigned __int128 carry = 0;
+	for (int i = 0; i < 4; i++) {
+		carry += (unsigned __int128)into->w[i] + d->w[i];
+		into->w[i] = (uint64_t)carry;
+		carry >>= 64;
+	}
+	into->files += d->files;
+	into->bytes += d->bytes;
 }
 
 static int db_commit(store *st, const char *what)
 {
-	return db_step_done(st, st->q[Q_COMMIT], what);
+	int rc = db_step_done(st, st->q[Q_COMMIT], what);
+	if (!rc)
+		ns_fold(&st->ns, &st->ns_txn);
+	st->ns_txn = (ns_sum){0};
+	return rc;
 }
 
 /* Roll back if a transaction is still open (SQLite may have rolled back
  * by itself after a full disk). */
 static void db_rollback(store *st)
 {
+	st->ns_txn = (ns_sum){0};
 	if (!sqlite3_get_autocommit(st->db)) {
 		sqlite3_step(st->q[Q_ROLLBACK]);
 		sqlite3_reset(st->q[Q_ROLLBACK]);
 	}
+}
+
+/*
+ * A live record's share of the namespace digest: SHA-256 of path · 0x00 ·
+ * root · n (u32 LE) · vector, added (mod 2^256, as four u64 LE limbs) to
+ * the sum over every live current record, or subtracted when it stops
+ * being current.  Order-independent, so it is kept up to date per write.
+ */
+static size_t vv_encode(const vvec *v, uint8_t out[VV_MAX * 16]);
+
+static void ns_change(store *st, const record *r, bool add)
+{
+	if (r->deleted)
+		return;
+	uint8_t b[1 + HASH_LEN + 4 + VV_MAX * 16], h[HASH_LEN];
+	b[0] = 0;
+	memcpy(b + 1, r->root, HASH_LEN);
+	le32(b + 1 + HASH_LEN, r->vv.n);
+	size_t n = 1 + HASH_LEN + 4 + vv_encode(&r->vv, b + 1 + HASH_LEN + 4);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+		ss_assert_fail("EVP_DigestInit_ex(sha256)", __FILE__, __LINE__);
+	EVP_DigestUpdate(md, r->path, strlen(r->path));
+	EVP_DigestUpdate(md, b, n);
+	unsigned len = HASH_LEN;
+	EVP_DigestFinal_ex(md, h, &len);
+	EVP_MD_CTX_free(md);
+	ns_sum d = {.files = add ? 1 : -1, .bytes = add ? (int64_t)r->size : -(int64_t)r->size};
+	for (int i = 0; i < 4; i++) {
+		uint64_t limb = 0;
+		for (int k = 7; k >= 0; k--)
+			limb = limb << 8 | h[i * 8 + k];
+		d.w[i] = limb;
+	}
+	if (!add) { /* two's complement of the 256-bit value */
+		unsigned __int128 carry = 1;
+		for (int i = 0; i < 4; i++) {
+			carry += (uint64_t)~d.w[i];
+			d.w[i] = (uint64_t)carry;
+			carry >>= 64;
+		}
+	}
+	/* Outside a transaction the statement commits by itself. */
+	ns_fold(sqlite3_get_autocommit(st->db) ? &st->ns : &st->ns_txn, &d);
 }
 
 /* 1 and *loc if the chunk is indexed, 0 if not, <0 on error. */
@@ -607,8 +682,29 @@ static int db_current(store *st, const char *path, record *out)
 	return rc;
 }
 
+static int db_current(store *st, const char *path, record *out);
+static int put_version_row(store *st, const record *rec, uint64_t *seq);
+
 /* Insert rec as a new version and make it current; sets *seq. */
 static int db_put_version(store *st, const record *rec, uint64_t *seq)
+{
+	record *old = xmalloc(sizeof *old);
+	int had = db_current(st, rec->path, old);
+	if (had < 0) {
+		free(old);
+		return had;
+	}
+	int rc = put_version_row(st, rec, seq);
+	if (!rc) {
+		if (had)
+			ns_change(st, old, false);
+		ns_change(st, rec, true);
+	}
+	free(old);
+	return rc;
+}
+
+static int put_version_row(store *st, const record *rec, uint64_t *seq)
 {
 	uint8_t vv[VV_MAX * 16];
 	size_t vlen = vv_encode(&rec->vv, vv);
@@ -955,6 +1051,23 @@ static int store_recover(store *st)
 	return err;
 }
 
+/* The namespace sums, from one scan at open (kept up to date after). */
+static int store_count_namespace(store *st)
+{
+	record *r = xmalloc(sizeof *r);
+	sqlite3_stmt *s = st->q[Q_DIGEST];
+	int rc = 0, src;
+	st->ns = (ns_sum){0};
+	while (!rc && (src = sqlite3_step(s)) == SQLITE_ROW)
+		if (!(rc = rec_from_row(st, s, r)))
+			ns_change(st, r, true);
+	if (!rc && src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the namespace");
+	sqlite3_reset(s);
+	free(r);
+	return rc;
+}
+
 static int store_count_chunks(store *st)
 {
 	sqlite3_stmt *s;
@@ -1031,7 +1144,8 @@ int store_open(const char *dir, store **out)
 	}
 	if ((rc = store_mkdir(st)) || (rc = store_lock(st)) || (rc = store_format(st)) ||
 	    (rc = store_segdir(st, segdir)) || (rc = store_db_open(st)) || (rc = seg_open(segdir, &st->segs)) ||
-	    (rc = store_recover(st)) || (rc = store_count_chunks(st)) || (rc = store_load_index_id(st)))
+	    (rc = store_recover(st)) || (rc = store_count_chunks(st)) || (rc = store_count_namespace(st)) ||
+	    (rc = store_load_index_id(st)))
 		goto fail;
 	int err = pthread_create(&st->flusher, NULL, flusher_main, st);
 	if (err) {
@@ -2220,10 +2334,6 @@ int store_history(store *st, const char *path, store_rec_fn fn, void *ctx)
 int store_stats_get(store *st, store_stats *out)
 {
 	memset(out, 0, sizeof *out);
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
-		ss_assert_fail("EVP_DigestInit_ex(sha256)", __FILE__, __LINE__);
-	record *r = xmalloc(sizeof *r);
 	int rc = 0, src;
 	pthread_mutex_lock(&st->db_mu);
 	out->chunks = st->nchunks;
@@ -2234,33 +2344,15 @@ int store_stats_get(store *st, store_stats *out)
 	else
 		rc = db_fail(st, src, "cannot read the namespace");
 	sqlite3_reset(s);
-	s = st->q[Q_DIGEST];
-	while (!rc && (src = sqlite3_step(s)) == SQLITE_ROW) {
-		if ((rc = rec_from_row(st, s, r)))
-			break;
-		if (r->deleted)
-			continue;
-		uint8_t b[1 + 1 + HASH_LEN + 4 + VV_MAX * 16];
-		b[0] = 0;
-		b[1] = r->deleted;
-		memcpy(b + 2, r->root, HASH_LEN);
-		le32(b + 2 + HASH_LEN, r->vv.n);
-		size_t n = 2 + HASH_LEN + 4 + vv_encode(&r->vv, b + 2 + HASH_LEN + 4);
-		EVP_DigestUpdate(md, r->path, strlen(r->path));
-		EVP_DigestUpdate(md, b, n);
-		if (!r->deleted) {
-			out->files++;
-			out->bytes += r->size;
-		}
-	}
-	if (!rc && src != SQLITE_DONE)
-		rc = db_fail(st, src, "cannot read the namespace");
-	sqlite3_reset(s);
+	ns_sum ns = st->ns;
 	pthread_mutex_unlock(&st->db_mu);
-	unsigned len = HASH_LEN;
-	EVP_DigestFinal_ex(md, out->digest, &len);
-	EVP_MD_CTX_free(md);
-	free(r);
+	out->files = (uint64_t)ns.files;
+	out->bytes = (uint64_t)ns.bytes;
+	uint8_t sum[32];
+	for (int i = 0; i < 4; i++)
+		for (int k = 0; k < 8; k++)
+			sum[i * 8 + k] = (uint8_t)(ns.w[i] >> (8 * k));
+	sha256(sum, sizeof sum, out->digest);
 	return rc;
 }
 
