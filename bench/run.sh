@@ -33,7 +33,8 @@
 # each timed run the destination is reset (not timed) and `sync` is run;
 # both programs get one untimed warm-up run first.  Medians over RUNS runs;
 # the order of the programs alternates from run to run.  Tables on stdout,
-# progress on stderr.  Method and results: docs/BENCHMARKS.md.
+# progress on stderr.  Method and results: docs/BENCHMARKS.md.  Helpers shared
+# with bench/repl.sh are in bench/lib.sh.
 
 set -euo pipefail
 export LC_ALL=C
@@ -61,76 +62,11 @@ SIZE_MB=${SIZE_MB:-1024}
 RUNS=${RUNS:-5}
 MEM_MB=${MEM_MB:-4096}
 MEM_RUNS=${MEM_RUNS:-1}
-SYNCSTORE=${SYNCSTORE:-$ROOT/build/syncstore}
 
-for t in rsync openssl /usr/bin/time /usr/bin/python3 "${CC:-cc}"; do
-	command -v "$t" >/dev/null || { echo "run.sh: $t is needed" >&2; exit 1; }
-done
-[ -x "$SYNCSTORE" ] || { echo "run.sh: $SYNCSTORE missing (run make)" >&2; exit 1; }
-
-mkdir -p "${BENCH_DIR:-/tmp}"
-W=$(mktemp -d "${BENCH_DIR:-/tmp}/syncstore-bench.XXXXXX")
-PIDS=()
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-cleanup() {
-	local rc=$?
-	set +e
-	for p in "${PIDS[@]}"; do
-		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
-	done
-	if [ "${KEEP:-0}" = 1 ]; then
-		log "work dir kept: $W"
-	else
-		rm -rf "$W"
-	fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget_pid() { # drop $1 from PIDS
-	local keep=() p
-	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-	PIDS=("${keep[@]}")
-}
-
-stop_pid() {
-	kill -TERM "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-	forget_pid "$1"
-}
-
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_for FILE PATTERN PID: until FILE holds PATTERN (10 s), or PID died
-wait_for() {
-	local i
-	for i in $(seq 200); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		kill -0 "$3" 2>/dev/null || break
-		sleep 0.05
-	done
-	echo "run.sh: timed out waiting for '$2' in $1:" >&2
-	cat "$1" >&2 || true
-	exit 1
-}
-
-# ---------------------------------------------------------------- tools
-mkdir -p "$W/bin" "$W/data" "$W/log"
-cp "$SYNCSTORE" "$W/bin/syncstore"
-SS="$W/bin/syncstore"
-${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -o "$W/bin/countfwd" "$ROOT/bench/countfwd.c" -lpthread
-"$SS" init "$W/tls" >/dev/null
-
-# gen FILE MIB KEYHEX: deterministic pseudo-random bytes (AES-128-CTR of zeros)
-gen() {
-	head -c "$(($2 * 1048576))" /dev/zero |
-		openssl enc -aes-128-ctr -nosalt -K "$3" -iv 00000000000000000000000000000000 >"$1"
-}
+ME=run.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_setup rsync openssl /usr/bin/time
 
 # make_update OLD NEW: 100 bytes inserted at the middle, 4 KiB overwritten
 # at MiB (SIZE*100/1024), i.e. ~10 % (100 MiB of 1 GiB)
@@ -166,142 +102,20 @@ stop_ss() {
 }
 vm_hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
-# rsync daemon on its own port, module [dst] = $W/rsync/dst
-RS_PORT=$(free_port)
-mkdir -p "$W/rsync/dst"
-cat >"$W/rsync/rsyncd.conf" <<EOF
-port = $RS_PORT
-address = 127.0.0.1
-use chroot = no
-uid = root
-gid = root
-pid file = $W/rsync/rsyncd.pid
-log file = $W/log/rsyncd.log
-[dst]
-    path = $W/rsync/dst
-    read only = no
-EOF
-[ "$(id -u)" = 0 ] || sed -i '/^uid = /d; /^gid = /d' "$W/rsync/rsyncd.conf"
-rsync --daemon --no-detach --config="$W/rsync/rsyncd.conf" &
-RS_PID=$!
-PIDS+=("$RS_PID")
-for i in $(seq 100); do
-	rsync "rsync://127.0.0.1:$RS_PORT/" >/dev/null 2>&1 && break
-	kill -0 "$RS_PID" || { echo "run.sh: rsync daemon died" >&2; exit 1; }
-	sleep 0.05
-done
-
-# counting forwarders: start_fwd NAME TARGET_PORT -> sets FWD_PORT_<NAME>
-start_fwd() {
-	local out="$W/log/fwd.$1.out"
-	"$W/bin/countfwd" 0 "127.0.0.1:$2" "$W/log/fwd.$1.status" >"$out" 2>"$W/log/fwd.$1.err" &
-	PIDS+=("$!")
-	FWD_PIDS+=("$!")
-	wait_for "$out" "^port " "$!"
-	printf -v "FWD_PORT_$1" '%s' "$(awk '/^port/ {print $2}' "$out")"
-}
-FWD_PIDS=()
+# the rsync daemon (module [dst]), and a counting forwarder in front of each server
+start_rsyncd
 SS_PORT=$(free_port)
 start_fwd ss "$SS_PORT"
 start_fwd rs "$RS_PORT"
 
-# fwd_counts NAME: "closed up down" from the forwarder's status file
-fwd_counts() { awk '{print $2, $6, $8}' "$W/log/fwd.$1.status"; }
-# fwd_settle NAME CLOSED_BEFORE: wait until a new connection finished and none is open
-fwd_settle() {
-	local i
-	for i in $(seq 400); do
-		if awk -v c="$2" '$2 > c && $4 == 0 {ok=1} END {exit !ok}' "$W/log/fwd.$1.status"; then
-			return 0
-		fi
-		sleep 0.025
-	done
-	echo "run.sh: forwarder $1 did not settle: $(cat "$W/log/fwd.$1.status")" >&2
-	exit 1
-}
-
-# ---------------------------------------------------------------- measuring
-# timed TAG FWD -- CMD...: runs CMD; sets T (wall seconds), RSS (client peak
-# KiB), UP, DOWN (bytes through forwarder FWD, or "-" for none), CCPU and SCPU
-# (user+sys seconds of the client and of the server side: the syncstore
-# server process, or the rsync daemon's children, reaped) and appends
-# "TAG T RSS UP DOWN CCPU SCPU" to $W/results.  TAG contains -ss or -rs.
-# Every program goes through exactly this path.
-proc_ticks() { # proc_ticks PID FIELDS: sum of /proc/PID/stat fields (after the comm)
-	awk -v f="$2" '{sub(/^.*\) /, ""); n = split(f, a, ","); for (i = 1; i <= n; i++) t += $(a[i] - 2); print t}' "/proc/$1/stat"
-}
-server_ticks() { # server_ticks TAG
+# server_ticks TAG: CPU ticks so far of the server side (for `timed`): the
+# syncstore server process, or the rsync daemon's children, reaped.  TAG
+# contains -ss or -rs.
+server_ticks() {
 	case "$1" in
 	*-ss*) proc_ticks "$SS_PID" 14,15 ;;
-	*-rs*) # children of the daemon count once reaped
-		local i
-		for i in $(seq 200); do
-			[ -z "$(ps -o pid= --ppid "$RS_PID")" ] && break
-			sleep 0.025
-		done
-		proc_ticks "$RS_PID" 16,17 ;;
+	*-rs*) rsyncd_ticks ;;
 	esac
-}
-CLK_TCK=$(getconf CLK_TCK)
-NCPU=$(nproc)
-# busy ticks of the whole machine (user nice system irq softirq steal), and
-# of our forwarders: what the machine did besides the measured programs is
-# machine - client - server - forwarders ("other", in CPUs, per run)
-machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
-fwd_ticks() { local t=0 p; for p in "${FWD_PIDS[@]}"; do t=$((t + $(proc_ticks "$p" 14,15))); done; echo $t; }
-# wait_quiet: other engineers share this machine; before a timed run wait (at
-# most QUIET_MAX s, default 120) until the machine has been nearly idle for
-# a second (busy < QUIET_CPUS CPUs, default 0.25).  Logged either way.
-QUIET_MAX=${QUIET_MAX:-120}
-QUIET_CPUS=${QUIET_CPUS:-0.25}
-wait_quiet() {
-	local t0 a b waited=0
-	t0=$(date +%s)
-	while :; do
-		a=$(machine_ticks)
-		sleep 1
-		b=$(machine_ticks)
-		BUSY=$(awk -v a="$a" -v b="$b" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}')
-		awk -v x="$BUSY" -v l="$QUIET_CPUS" 'BEGIN {exit !(x <= l)}' && break
-		if [ $(($(date +%s) - t0)) -ge "$QUIET_MAX" ]; then
-			log "  machine still busy ($BUSY CPUs) after ${QUIET_MAX}s; measuring anyway"
-			break
-		fi
-		waited=1
-	done
-	[ $waited = 0 ] || log "  waited $(($(date +%s) - t0))s for a quiet machine (now $BUSY CPUs busy)"
-}
-timed() {
-	local tag=$1 fwd=$2 b0 u0 d0 b1 u1 d1 t0 t1 rc s0 s1 m0 m1 f0 f1
-	shift 3
-	wait_quiet
-	[ "$fwd" = - ] || read -r b0 u0 d0 < <(fwd_counts "$fwd")
-	s0=$(server_ticks "$tag") f0=$(fwd_ticks) m0=$(machine_ticks)
-	t0=$(date +%s%N)
-	set +e
-	/usr/bin/time -f '%M %U %S' -o "$W/log/time.out" "$@" >"$W/log/cmd.out" 2>&1
-	rc=$?
-	set -e
-	t1=$(date +%s%N)
-	if [ $rc != 0 ]; then
-		echo "run.sh: $tag failed (exit $rc): $*" >&2
-		cat "$W/log/cmd.out" >&2
-		exit 1
-	fi
-	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
-	read -r RSS CCPU < <(tail -n 1 "$W/log/time.out" | awk '{printf "%d %.2f\n", $1, $2 + $3}')
-	UP=- DOWN=-
-	if [ "$fwd" != - ]; then
-		fwd_settle "$fwd" "$b0"
-		read -r b1 u1 d1 < <(fwd_counts "$fwd")
-		UP=$((u1 - u0)) DOWN=$((d1 - d0))
-	fi
-	s1=$(server_ticks "$tag") f1=$(fwd_ticks) m1=$(machine_ticks)
-	SCPU=$(awk -v a="$s0" -v b="$s1" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}')
-	OTHER=$(awk -v m="$((m1 - m0))" -v f="$((f1 - f0))" -v c="$CCPU" -v s="$SCPU" -v h="$CLK_TCK" -v t="$T" \
-		'BEGIN {o = ((m - f) / h - c - s) / t; printf "%.2f", o < 0 ? 0 : o}')
-	echo "$tag $T $RSS $UP $DOWN $CCPU $SCPU $OTHER" >>"$W/results"
-	log "  $tag: ${T}s, rss ${RSS} KiB, up $UP, down $DOWN, cpu client ${CCPU}s server ${SCPU}s, other ${OTHER} CPUs"
 }
 
 # ss_cmd PORT LOCAL REMOTE: CMD = the syncstore put command line
@@ -310,38 +124,12 @@ ss_put() { ss_cmd "$@"; "${CMD[@]}" >>"$W/log/untimed.out"; } # untimed
 ss_check() { # ss_check PORT REMOTE EXPECTED_FILE: the server holds exactly it
 	rm -f "$W/data/check"
 	"$SS" --server "127.0.0.1:$1" --tls "$W/tls" --quiet get "$2" "$W/data/check" >>"$W/log/untimed.out"
-	cmp "$W/data/check" "$3" || { echo "run.sh: syncstore content differs" >&2; exit 1; }
+	cmp "$W/data/check" "$3" || { die "syncstore content differs"; }
 	rm -f "$W/data/check"
 }
 rs_check() {
-	cmp "$W/rsync/dst/$1" "$2" || { echo "run.sh: rsync content differs" >&2; exit 1; }
+	cmp "$W/rsync/dst/$1" "$2" || { die "rsync content differs"; }
 }
-
-# ---------------------------------------------------------------- statistics
-# col TAG N: column N (2 = time, 3 = rss, 4 = up, 5 = down, 6 = client cpu,
-# 7 = server cpu, 8 = other load in CPUs, 9 = up+down) of TAG's runs
-col() {
-	awk -v t="$1" -v n="$2" '$1 == t {print (n == 9 ? $4 + $5 : $n)}' "$W/results"
-}
-median() { sort -g | awk '{a[NR] = $1} END {if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.10g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-med() { col "$1" "$2" | median; }
-list() { col "$1" "$2" | paste -sd' ' | sed 's/ /, /g'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0) print "-"; else printf "%.3f", a / b}'; }
-verdict() { # verdict RATIO LIMIT
-	awk -v r="$1" -v l="$2" 'BEGIN {if (r == "-") print "-"; else if (r <= l) printf "met (%.2fx <= %.2fx)", r, l; else printf "NOT met (%.2fx > %.2fx: needs %.0f%% less)", r, l, 100 * (1 - l / r)}'
-}
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-human_b() { awk -v b="$1" 'BEGIN {if (b >= 1048576) printf "%.2f MiB", b / 1048576; else if (b >= 1024) printf "%.1f KiB", b / 1024; else printf "%d B", b}'; }
-
-OUT="$W/tables.md"
-: >"$OUT"
-emit() { printf '%s\n' "$*" >>"$OUT"; }
-
-HOST_LINE="$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); /tmp on $(df --output=source,fstype /tmp | tail -n 1 | tr -s ' ')"
-log "work dir $W; $HOST_LINE"
-SS_ID="$SYNCSTORE built $(date -u -r "$SYNCSTORE" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$SS" | cut -c1-12), source tree at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?) + working-tree changes"
-log "syncstore: $SS_ID"
-log "rsync $(rsync --version | head -n 1)"
 
 emit "Command: \`bench/run.sh ${BENCHES[*]} SIZE_MB=$SIZE_MB RUNS=$RUNS MEM_MB=$MEM_MB MEM_RUNS=$MEM_RUNS\`"
 emit "Run: $HOST_LINE; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -549,10 +337,4 @@ for b in "${BENCHES[@]}"; do
 	"bench_$b"
 done
 rm -f "$W/data/old" "$W/data/new"
-emit "Machine shared with other work: each timed run waited (≤ ${QUIET_MAX}s) for < $QUIET_CPUS CPUs busy; CPU used by other processes during the timed runs (of $NCPU): median $(awk 'NF >= 8 && $1 !~ /^warm/ {print $8}' "$W/results" | median), max $(awk 'NF >= 8 && $1 !~ /^warm/ {print $8}' "$W/results" | sort -g | tail -n 1). Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-
-cat "$OUT"
-if [ -n "${RESULTS:-}" ]; then
-	cp "$OUT" "$RESULTS"
-	cp "$W/results" "$RESULTS.raw"
-fi
+bench_finish
