@@ -18,7 +18,8 @@
  *      repl_tombstone_expirable) are removed for good, with their path's
  *      older versions;
  *   3. chunks no kept version reaches are dropped and mostly-empty segments
- *      compacted (store_gc), so disk space comes back.
+ *      compacted (store_gc), so disk space comes back — after a round that
+ *      expired something, and hourly anyway (failed uploads' chunks).
  *
  * A member that is down blocks step 2 — as it must — and status shows the
  * tombstones waiting for it.
@@ -58,7 +59,7 @@ static void member_acks(server *srv, expiry *e)
 	}
 }
 
-static void maint_round(server *srv)
+static void maint_round(server *srv, double *last_gc)
 {
 	store *st = srv->st;
 	int64_t now = now_wall_ns();
@@ -73,9 +74,13 @@ static void maint_round(server *srv)
 		rc = store_expire_tombstones(st, expirable, e, &tombs);
 		free(e);
 	}
+	/* GC walks every kept tree: only after something left the history, or
+	 * hourly for what failed uploads and fetches left behind. */
 	store_gc_stats gs = {0};
-	if (!rc)
+	if (!rc && (versions || tombs || now_mono() - *last_gc > MAINT_GC_IDLE_S)) {
+		*last_gc = now_mono();
 		rc = store_gc(st, &gs);
+	}
 	if (rc) {
 		log_warn("housekeeping: %s", ss_errmsg(rc));
 		return;
@@ -98,10 +103,11 @@ static void *maint_main(void *arg)
 		every = MAINT_INTERVAL_MS;
 	if (every < 1000)
 		every = 1000;
+	double last_gc = now_mono(); /* a start is not a reason to walk every tree */
 	while (!server_stopping(srv)) {
 		server_sleep(srv, (int)every);
 		if (!server_stopping(srv))
-			maint_round(srv);
+			maint_round(srv, &last_gc);
 	}
 	return NULL;
 }

@@ -5,6 +5,7 @@
 #include "server.h"
 
 #define MAINT_INTERVAL_MS 60000 /* longest pause between rounds */
+#define MAINT_GC_IDLE_S 3600     /* GC at least this often, even with nothing expired */
 
 int maint_start(server *srv);
 /* Join it (srv->stopping is set). */
