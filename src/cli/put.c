@@ -75,9 +75,32 @@ typedef struct producer {
 	uint64_t size;
 } producer;
 
+/* Files of a directory put are committed with WIRE_COMMIT_DEFER: the server
+ * answers once each is durable on it, and one BARRIER per PUT_BARRIER_EVERY
+ * files (and at the end) waits for the write quorum — instead of a quorum
+ * round per file, which made small files cost a peer's pull, fetch and
+ * fsync each.  The put succeeds only once the last barrier has. */
+#define PUT_BARRIER_EVERY 256
+
 typedef struct put_stats {
 	uint64_t files, file_bytes, sent; /* sent: frame bytes, for the summary */
+	bool defer;                       /* inside a directory put */
+	uint64_t unacked_seq;             /* highest deferred commit not yet behind a barrier */
+	unsigned unacked;
 } put_stats;
+
+/* Wait until the write quorum holds every deferred commit so far. */
+static int put_barrier(client *cl, put_stats *stats)
+{
+	if (!stats->unacked)
+		return 0;
+	int rc = wire_barrier(&cl->io.out, stats->unacked_seq);
+	if (!rc)
+		rc = msgio_expect(&cl->io, MSG_OK, cl->m);
+	if (!rc)
+		stats->unacked = 0;
+	return rc;
+}
 
 /* ---- producer ---- */
 
@@ -499,12 +522,17 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 	if (fstat(fd, &after) < 0 || after.st_size != sb->st_size || (!rc && p->size != (uint64_t)sb->st_size) ||
 	    after.st_mtim.tv_sec != sb->st_mtim.tv_sec || after.st_mtim.tv_nsec != sb->st_mtim.tv_nsec)
 		rc = ss_fail(SS_EIO, "%s changed while it was being uploaded: nothing was committed", local);
-	if (!rc && !(rc = wire_commit(&io->out, p->root, p->size)))
+	if (!rc && !(rc = wire_commit(&io->out, p->root, p->size, stats->defer ? WIRE_COMMIT_DEFER : 0)))
 		rc = msgio_expect(io, MSG_OK, cl->m);
 	progress_end(&pg);
 	if (!rc) {
 		stats->files++;
 		stats->file_bytes += p->size;
+		if (stats->defer) {
+			stats->unacked_seq = MAX(stats->unacked_seq, cl->m->ok.value);
+			if (++stats->unacked == PUT_BARRIER_EVERY)
+				rc = put_barrier(cl, stats);
+		}
 	}
 	stats->sent += io->sent - sent0;
 
@@ -555,8 +583,11 @@ static int put_path(const cli_opts *o, client *cl, const char *local, const char
 	struct stat sb;
 	if ((depth ? lstat(local, &sb) : stat(local, &sb)) < 0)
 		return ss_fail_errno("cannot stat %s", local);
-	if (S_ISDIR(sb.st_mode))
-		return put_dir(o, cl, local, remote, stats, depth);
+	if (S_ISDIR(sb.st_mode)) {
+		stats->defer = true;
+		int rc = put_dir(o, cl, local, remote, stats, depth);
+		return rc || depth ? rc : put_barrier(cl, stats);
+	}
 	if (!S_ISREG(sb.st_mode)) {
 		if (!depth)
 			return ss_fail(SS_EINVAL, "%s is not a regular file or directory", local);

@@ -178,6 +178,10 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 	case MSG_COMMIT:
 		get_id(&r, m->commit.root);
 		m->commit.size = get64(&r);
+		m->commit.flags = get32(&r);
+		break;
+	case MSG_BARRIER:
+		m->barrier.seq = get64(&r);
 		break;
 	case MSG_GET:
 		get_str(&r, m->get.path, sizeof m->get.path);
@@ -399,12 +403,21 @@ int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_l
 	return frame_done(b, s, rc);
 }
 
-int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size)
+int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size, uint32_t flags)
 {
 	size_t s = b->len;
-	int rc = frame_begin(b, MSG_COMMIT, HASH_LEN + 8);
+	int rc = frame_begin(b, MSG_COMMIT, HASH_LEN + 12);
 	rc |= buf_append(b, root, HASH_LEN);
 	rc |= put64(b, size);
+	rc |= put32(b, flags);
+	return frame_done(b, s, rc);
+}
+
+int wire_barrier(buf *b, uint64_t seq)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_BARRIER, 8);
+	rc |= put64(b, seq);
 	return frame_done(b, s, rc);
 }
 

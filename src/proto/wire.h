@@ -50,7 +50,8 @@ enum wire_type {
 	MSG_NODE = 13,   /* a manifest tree node's bytes */
 	MSG_CHUNK = 14,  /* id, flags u8 (1 = zstd), raw_len u32, bytes */
 	MSG_SYNC = 15,   /* (empty) — OK once every chunk and node so far is stored */
-	MSG_COMMIT = 16, /* root id, size u64 — OK(seq) once durable */
+	MSG_COMMIT = 16, /* root id, size u64, flags u32 — OK(seq) once durable (and acknowledged) */
+	MSG_BARRIER = 17, /* seq u64 — OK(copies) once the write quorum holds every commit up to seq */
 
 	MSG_GET = 20,    /* path str, version u64 (0 = current) */
 	MSG_META = 21,   /* record (the version being sent); then NODE/CHUNK stream, END */
@@ -77,6 +78,7 @@ enum wire_type {
 #define WIRE_PULL_MAX 1024 /* records in one PULL reply */
 
 #define WIRE_RM_RECURSIVE 1u
+#define WIRE_COMMIT_DEFER 1u /* answer at local durability; a BARRIER waits for the quorum */
 #define WIRE_FORGET_RELAYED 1u
 #define WIRE_SERVER_FORGOTTEN 1u /* wire_server.flags: forgotten member */
 #define WIRE_SERVER_BLOCKS 2u    /* it blocks tombstone expiry (it has not applied them) */
@@ -104,7 +106,8 @@ typedef struct msg {
 		struct { uint16_t count; const uint8_t *bits; } want;
 		struct { const uint8_t *bytes; uint32_t len; } node;
 		struct { uint8_t id[HASH_LEN]; uint8_t flags; uint32_t raw_len; const uint8_t *data; uint32_t len; } chunk;
-		struct { uint8_t root[HASH_LEN]; uint64_t size; } commit;
+		struct { uint8_t root[HASH_LEN]; uint64_t size; uint32_t flags; } commit;
+		struct { uint64_t seq; } barrier;
 		struct { char path[SS_PATH_MAX + 1]; uint64_t version; } get;
 		struct { char path[SS_PATH_MAX + 1]; } path; /* LIST prefix, STAT, LOG */
 		struct { char path[SS_PATH_MAX + 1]; uint32_t flags; } rm;
@@ -134,7 +137,8 @@ int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count); /* OFFER
 int wire_want(buf *b, const uint8_t *bits, uint16_t count);
 int wire_node(buf *b, const uint8_t *node, size_t len);
 int wire_chunk(buf *b, const uint8_t id[HASH_LEN], uint8_t flags, uint32_t raw_len, const void *data, size_t len);
-int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size);
+int wire_commit(buf *b, const uint8_t root[HASH_LEN], uint64_t size, uint32_t flags);
+int wire_barrier(buf *b, uint64_t seq);
 int wire_get(buf *b, const char *path, uint64_t version);
 int wire_path(buf *b, uint8_t type, const char *path); /* LIST, STAT, LOG */
 int wire_rm(buf *b, const char *path, uint32_t flags);

@@ -222,8 +222,11 @@ static int put_commit(session *s, record *rec)
 	server_changed(s->srv);
 	log_info("put %s: %llu bytes, version %llu", rec->path, (unsigned long long)rec->size,
 		 (unsigned long long)rec->seq);
+	s->last_write = rec->seq;
+	/* A deferred commit (one file of a directory put) is answered now; the
+	 * client's BARRIER after the batch waits for the quorum once. */
 	unsigned copies;
-	if ((rc = server_quorum_wait(s->srv, rec->seq, &copies)))
+	if (!(s->m.commit.flags & WIRE_COMMIT_DEFER) && (rc = server_quorum_wait(s->srv, rec->seq, &copies)))
 		return rc;
 	return wire_ok(&s->io.out, rec->seq);
 }
@@ -601,6 +604,14 @@ static int do_forget(session *s)
 	return rc ? rc : wire_ok(&s->io.out, servers);
 }
 
+/* BARRIER(seq): every commit of ours up to seq is held by the write quorum. */
+static int do_barrier(session *s)
+{
+	unsigned copies;
+	int rc = server_quorum_wait(s->srv, s->m.barrier.seq, &copies);
+	return rc ? rc : wire_ok(&s->io.out, copies);
+}
+
 static int do_status(session *s)
 {
 	store_stats st;
@@ -840,6 +851,7 @@ void session_run(server *srv, conn *c)
 			case MSG_MV: rc = do_mv(s); break;
 			case MSG_STATUS: rc = do_status(s); break;
 			case MSG_FORGET: rc = do_forget(s); break;
+			case MSG_BARRIER: rc = do_barrier(s); break;
 			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u", s->m.type);
 			}
 		}

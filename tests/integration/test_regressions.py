@@ -135,7 +135,7 @@ def test_commit_bomb_answers_promptly_and_ls_keeps_working(server, ca, tmp_path)
             ls_result["cp"] = server.cli("ls", check=False, timeout=20)
             ls_result["secs"] = time.monotonic() - t0
 
-        s.sendall(frame(COMMIT, cid + struct.pack("<Q", total)))
+        s.sendall(frame(COMMIT, cid + struct.pack("<QI", total, 0)))
         t0 = time.monotonic()
         th = threading.Thread(target=other_client, daemon=True)
         th.start()
@@ -183,7 +183,7 @@ def test_node_bytes_uploaded_as_a_chunk_do_not_poison_a_later_put(server, ca, tm
         expect(s, OK, "reply to SYNC after the poison chunk")
         # Committing the poison as a file root must be refused too: the
         # data chunk it names was never sent.
-        s.sendall(frame(COMMIT, node_id + struct.pack("<Q", len(data))))
+        s.sendall(frame(COMMIT, node_id + struct.pack("<QI", len(data), 0)))
         s.settimeout(10)
         try:
             t, p = read_frame(s)
@@ -795,7 +795,7 @@ def test_two_batches_open_at_once_and_a_third_is_refused(server, ca, tmp_path):
         assert want_bits(expect(s, WANT, "NODE root")) == [False, False]
         s.sendall(frame(SYNC))
         expect(s, OK, "SYNC root")
-        s.sendall(frame(COMMIT, sha(root) + struct.pack("<Q", total)))
+        s.sendall(frame(COMMIT, sha(root) + struct.pack("<QI", total, 0)))
         expect(s, OK, "COMMIT")
     finally:
         s.close()

@@ -37,13 +37,21 @@ static void build_all(buf *b, size_t *starts, size_t *n)
 	ADD(wire_want(b, bits, 3));
 	ADD(wire_node(b, node, nodelen));
 	ADD(wire_chunk(b, ids, 0, 5, "hello", 5));
-	ADD(wire_commit(b, ids, 1234));
+	ADD(wire_commit(b, ids, 1234, WIRE_COMMIT_DEFER));
 	ADD(wire_get(b, "docs/a.txt", 3));
 	ADD(wire_path(b, MSG_LIST, "docs"));
 	ADD(wire_rm(b, "docs", WIRE_RM_RECURSIVE));
 	ADD(wire_mv(b, "a", "b"));
 	ADD(wire_record(b, MSG_ENTRY, &r));
 	ADD(wire_server_info(b, &sv));
+	/* Later messages go last, so the indexes spot-checked below stay. */
+	ADD(wire_barrier(b, 77));
+	ADD(wire_forget(b, "0123456789abcdef", WIRE_FORGET_RELAYED));
+	ADD(wire_pull(b, 5, 6, 7, 8));
+	ADD(wire_pulled(b, 5, 6, 7, 8, ids));
+	ADD(wire_ids(b, MSG_READ, ids, 2));
+	ADD(wire_missing(b, ids));
+	ADD(wire_join(b, "127.0.0.1:7001", 3));
 #undef ADD
 	starts[*n] = b->len;
 }
