@@ -21,7 +21,7 @@ MAINOBJ  := $(B)/obj/cli/main.o
 UNITS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps test test-unit test-fuzz-corpus test-integration test-asan demo fuzz bench clean sim
+.PHONY: all deps test test-unit test-fuzz-corpus test-integration test-asan demo fuzz bench clean sim sim-selftest
 
 all: $(B)/syncstore $(B)/tracker $(B)/client $(UNITS)
 
@@ -68,7 +68,7 @@ test-integration: all
 	SYNCSTORE_BIN=$(CURDIR)/$(B)/syncstore $(PYTEST) -q tests/integration $(PYTEST_ARGS)
 
 test-asan:
-	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all build-asan/fuzz-replay
+	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all build-asan/fuzz-replay build-asan/sim
 
 # ---- fuzzing (libFuzzer, clang) ----
 FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined
@@ -80,6 +80,33 @@ fuzz: deps
 	  mkdir -p fuzz/corpus/$${n#fuzz_}; \
 	  echo "== $$n ($${FUZZ_SECONDS:-30}s)"; \
 	  ./build-fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-30} -max_len=300000 fuzz/corpus/$${n#fuzz_} 2>&1 | tail -n 2; done
+
+# ---- deterministic simulator (tests/sim; docs/REPLICATION.md) ----
+# `make sim` runs 1,000 seeds; `make sim SEED=n` replays one.  The planted-bug
+# binaries compile the few sources with SIM_BUG hooks (core/repl.c,
+# server/apply.c, tests/sim/sim.c) with -DSIM_BUG=k ahead of the library, so
+# the linker takes those objects instead of the library's.
+SIM_SEEDS ?= 1000
+SIM_BUG_SRC := src/core/repl.c src/server/apply.c
+SIM_BUGS := 1 2 3 4
+
+$(B)/sim: tests/sim/sim.c $(B)/libsyncstore.a $(wildcard tests/sim/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ tests/sim/sim.c $(B)/libsyncstore.a $(LIBS)
+
+$(B)/sim-bug%: tests/sim/sim.c $(SIM_BUG_SRC) $(B)/libsyncstore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(WARN) -DSIM_BUG=$* -o $@ tests/sim/sim.c $(SIM_BUG_SRC) \
+	  $(B)/libsyncstore.a $(LIBS)
+
+sim: $(B)/sim
+	@./$(B)/sim $(if $(SEED),--seed $(SEED),--seeds $(SIM_SEEDS))
+
+# Each planted bug must make the simulator fail on a seed the unplanted
+# build passes (tests/sim/selftest.sh prints the check that caught it).
+SIM_SELFTEST_SEEDS ?= 300
+sim-selftest: $(B)/sim $(addprefix $(B)/sim-bug,$(SIM_BUGS))
+	@tests/sim/selftest.sh $(B) $(SIM_SELFTEST_SEEDS) $(SIM_BUGS)
 
 # ---- demo, benchmarks ----
 demo: deps all

@@ -39,14 +39,17 @@ int repl_decide(void *ctx, const record *local, const record *remote, record out
 		c->merged++;
 		return 0;
 	case RESOLVE_CONFLICT:
-		out[*n] = *res.winner;
-		out[(*n)++].vv = res.merged;
+		/* The copy first: it gets the lower sequence, so a peer whose
+		 * pull stops between the two (and whose cursor then acknowledges
+		 * the winner) already holds the loser's content. */
 		if (res.loser) {
 			out[*n] = *res.loser;
 			if ((rc = conflict_path(res.loser, out[*n].path, sizeof out[*n].path)))
 				return rc;
 			(*n)++;
 		}
+		out[*n] = *res.winner;
+		out[(*n)++].vv = res.merged;
 		c->conflicts++;
 		return 0;
 	}
@@ -78,6 +81,12 @@ int repl_record_check(const record *r)
 
 uint64_t repl_pull_after(uint64_t cursor_index, uint64_t cursor_seq, uint64_t peer_index)
 {
+#if SIM_BUG == 4
+	/* PLANTED BUG 4 (tests/sim only): ignore the index id — a peer with
+	 * a new data directory is asked for what follows the old cursor. */
+	(void)cursor_index, (void)peer_index;
+	return cursor_seq;
+#endif
 	return cursor_index == peer_index ? cursor_seq : 0;
 }
 
@@ -86,6 +95,11 @@ bool repl_tombstone_expirable(const record *t, int64_t now_ns, int64_t retention
 {
 	if (!t->deleted || now_ns - t->otime_ns < retention_ns)
 		return false;
+#if SIM_BUG == 3
+	/* PLANTED BUG 3 (tests/sim only): expire ignoring members that are
+	 * down or behind. */
+	return true;
+#endif
 	for (unsigned i = 0; i < nmembers; i++)
 		if (acked[i] < t->seq)
 			return false;

@@ -1,5 +1,6 @@
 /* peer.c — links to the other servers: pull their change logs (see peer.h). */
 #include "peer.h"
+#include "apply.h"
 #include "../core/repl.h"
 
 #include <errno.h>
@@ -175,6 +176,12 @@ static int fetch_tree(link *l, const uint8_t id[HASH_LEN], int level, unsigned d
 	return rc ? rc : store_put_node(l->st, id, body, len);
 }
 
+/* repl_fetch_fn over the link: READ what the tree lacks. */
+static int link_fetch(void *ctx, const uint8_t root[HASH_LEN])
+{
+	return fetch_tree(ctx, root, -1, 0);
+}
+
 /* ---- pulling ---- */
 
 static void set_info(link *l, const msg *pulled, uint64_t cursor)
@@ -190,23 +197,6 @@ static void set_info(link *l, const msg *pulled, uint64_t cursor)
 	p->info.cursor = cursor;
 	pthread_cond_broadcast(&p->all->cv);
 	pthread_mutex_unlock(&p->all->mu);
-}
-
-/* Within one batch, a record followed by a later one for the same path is
- * superseded by it (a server's log holds a path's versions in causal order):
- * apply only the last, so an old version's tree is never needed.  O(n²)
- * over ≤ PEER_PULL_BATCH records. */
-static unsigned drop_superseded(record *recs, unsigned n)
-{
-	unsigned k = 0;
-	for (unsigned i = 0; i < n; i++) {
-		bool later = false;
-		for (unsigned j = i + 1; j < n && !later; j++)
-			later = !strcmp(recs[i].path, recs[j].path);
-		if (!later)
-			recs[k++] = recs[i];
-	}
-	return k;
 }
 
 /* One PULL: receive what is new, complete the trees, apply in one go.  The
@@ -239,36 +229,18 @@ static int pull_once(link *l, bool first)
 	uint64_t from = repl_pull_after(index_id, cursor, peer_index);
 	/* Its head, before the fetches: a write here meanwhile knows to wait. */
 	set_info(l, &pulled, from);
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t prev = i ? l->recs[i - 1].seq : from;
-		if (l->recs[i].seq <= prev || l->recs[i].seq > pulled.pulled.head)
-			return ss_fail(SS_EPROTO, "it sent record %llu out of order (after %llu, head %llu)",
-				       (unsigned long long)l->recs[i].seq, (unsigned long long)prev,
-				       (unsigned long long)pulled.pulled.head);
-		if ((rc = repl_record_check(&l->recs[i])))
-			return rc;
-	}
-	if (!n) {
-		if (peer_index != index_id && (rc = store_cursor_set(l->st, l->peer_short, peer_index, 0)))
-			return rc;
-		return 0;
-	}
-	uint64_t last = l->recs[n - 1].seq;
-	unsigned kept = drop_superseded(l->recs, n);
-	/* Fetched chunks belong to no version until the apply: the lease
-	 * keeps garbage collection off them meanwhile. */
-	pthread_mutex_lock(&l->p->all->apply_mu);
-	uint64_t lease = store_lease_begin(l->st);
-	for (unsigned i = 0; i < kept && !rc; i++)
-		if (!l->recs[i].deleted)
-			rc = fetch_tree(l, l->recs[i].root, -1, 0);
+	/* The batch itself (checks, superseded records, lease, trees, apply)
+	 * is server/apply.c, shared with the simulator.  One link fetches and
+	 * applies at a time; an empty batch takes no turn. */
 	unsigned written = 0;
-	if (!rc)
-		rc = store_apply_remote(l->st, l->recs, kept, l->peer_short, peer_index, last, repl_decide,
-					&l->counts, &written);
-	store_lease_end(l->st, lease);
-	pthread_mutex_unlock(&l->p->all->apply_mu);
-	if (rc)
+	uint64_t last = n ? l->recs[n - 1].seq : from; /* before the batch is compacted */
+	if (n)
+		pthread_mutex_lock(&l->p->all->apply_mu);
+	rc = repl_apply_batch(l->st, l->recs, n, from, pulled.pulled.head, l->peer_short, peer_index, link_fetch,
+			      l, &l->counts, &written);
+	if (n)
+		pthread_mutex_unlock(&l->p->all->apply_mu);
+	if (rc || !n)
 		return rc;
 	if (written) {
 		server_changed(l->p->srv);

@@ -381,6 +381,8 @@ struct store {
 	 * every PULL reply want it): committed sums, and the changes of the
 	 * transaction in progress, applied at its commit.  Under db_mu. */
 	ns_sum ns, ns_txn;
+	uint64_t vv_clock; /* see vv_bump; under db_mu */
+	bool clock_loaded;
 	uint64_t index_id;             /* names this store's sequence space */
 	uint64_t gone_gen;             /* bumped (under mu) before a chunk leaves the index */
 	bool fresh_db;                 /* meta.db was created by this open */
@@ -623,19 +625,93 @@ static int vv_decode(const uint8_t *p, size_t n, vvec *v)
 }
 
 /* Increment node's counter, adding the node (kept sorted) if new. */
-static int vv_bump(vvec *v, uint64_t node, const char *path)
+/*
+ * This node's write counter for a new version.  One counter for the whole
+ * store, never going back (the settings row "vv_clock", written in the
+ * write's own transaction; on a store without it, the highest counter of
+ * ours in any version): a path whose tombstone expired here, written again,
+ * must not restart at 1 — servers that still hold its older versions would
+ * take the new write for old news.  A record applied from a peer with a
+ * higher counter of ours (a restored copy of this store) moves it on too
+ * (clock_see).  Caller holds db_mu inside a transaction.
+ */
+static int clock_load(store *st, uint64_t node)
 {
+	if (st->clock_loaded)
+		return 0;
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "SELECT value FROM settings WHERE key = 'vv_clock'", -1, &s, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot read the version clock");
+	if ((src = sqlite3_step(s)) == SQLITE_ROW)
+		st->vv_clock = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	if (src != SQLITE_ROW) {
+		/* Older store: the highest counter of ours in any version. */
+		if ((src = sqlite3_prepare_v2(st->db, "SELECT vv FROM versions", -1, &s, NULL)) != SQLITE_OK)
+			return db_fail(st, src, "cannot read the version clock");
+		while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+			vvec v;
+			if (vv_decode(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), &v))
+				continue;
+			for (unsigned i = 0; i < v.n; i++)
+				if (v.e[i].node == node && v.e[i].counter > st->vv_clock)
+					st->vv_clock = v.e[i].counter;
+		}
+		sqlite3_finalize(s);
+	}
+	st->clock_loaded = true;
+	return 0;
+}
+
+static int clock_store(store *st)
+{
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "INSERT INTO settings(key, value) VALUES ('vv_clock', ?1) "
+					     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", -1, &s, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot write the version clock");
+	sqlite3_bind_int64(s, 1, (int64_t)st->vv_clock);
+	int rc = db_step_done(st, s, "cannot write the version clock");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/* A record applied here names counter c of ours: never issue it again. */
+static int clock_see(store *st, const vvec *v, uint64_t node)
+{
+	int rc = clock_load(st, node);
+	for (unsigned i = 0; !rc && i < v->n; i++)
+		if (v->e[i].node == node && v->e[i].counter > st->vv_clock) {
+			st->vv_clock = v->e[i].counter;
+			rc = clock_store(st);
+		}
+	return rc;
+}
+
+static int vv_bump(store *st, vvec *v, uint64_t node, const char *path)
+{
+	int rc = clock_load(st, node);
+	if (rc)
+		return rc;
 	unsigned i = 0;
 	while (i < v->n && v->e[i].node < node)
 		i++;
-	if (i < v->n && v->e[i].node == node) {
-		v->e[i].counter++;
+	bool have = i < v->n && v->e[i].node == node;
+	if (!have && v->n == VV_MAX)
+		return ss_fail(SS_ETOOBIG, "version vector of %s is full (%d nodes)", path, VV_MAX);
+	uint64_t c = MAX(st->vv_clock, have ? v->e[i].counter : 0) + 1;
+	/* Ahead of the stored value if the transaction rolls back: a gap in
+	 * the counters, which is harmless. */
+	st->vv_clock = c;
+	if ((rc = clock_store(st)))
+		return rc;
+	if (have) {
+		v->e[i].counter = c;
 		return 0;
 	}
-	if (v->n == VV_MAX)
-		return ss_fail(SS_ETOOBIG, "version vector of %s is full (%d nodes)", path, VV_MAX);
 	memmove(&v->e[i + 1], &v->e[i], (v->n - i) * sizeof v->e[0]);
-	v->e[i] = (vv_entry){node, 1};
+	v->e[i] = (vv_entry){node, c};
 	v->n++;
 	return 0;
 }
@@ -1907,7 +1983,7 @@ int store_commit(store *st, record *rec)
 		goto out;
 	if (rc == 1)
 		vv = cur->vv;
-	if ((rc = vv_bump(&vv, node, rec->path)))
+	if ((rc = vv_bump(st, &vv, node, rec->path)))
 		goto out;
 	/* rec is the caller's: change it only if the commit succeeds. */
 	vvec old_vv = rec->vv;
@@ -1974,7 +2050,7 @@ int store_rename(store *st, const char *from, const char *to, record *out_new)
 	*tomb = (record){.mode = src->mode, .mtime_ns = now, .deleted = true, .vv = src->vv,
 			 .origin = node, .otime_ns = now};
 	snprintf(tomb->path, sizeof tomb->path, "%s", from);
-	if ((rc = vv_bump(&nr->vv, node, to)) || (rc = vv_bump(&tomb->vv, node, from)) ||
+	if ((rc = vv_bump(st, &nr->vv, node, to)) || (rc = vv_bump(st, &tomb->vv, node, from)) ||
 	    (rc = db_put_version(st, nr, &nr->seq)) || (rc = db_put_version(st, tomb, &tomb->seq)) ||
 	    (rc = db_commit(st, "cannot commit a rename")))
 		goto out;
@@ -2140,9 +2216,13 @@ static int rec_check_received(const record *r)
 /* Write a received record as it is: a new version, current of its path,
  * once a live record's whole tree is found holding its size.  Caller holds
  * db_mu inside a transaction (the walk must see what the commit covers). */
-static int db_apply_one(store *st, record *r, uint64_t *seq)
+/* node: this store's node id, read by the caller before db_mu (mu and
+ * db_mu are never held together). */
+static int db_apply_one(store *st, record *r, uint64_t *seq, uint64_t node)
 {
-	int rc = 0;
+	int rc = node ? clock_see(st, &r->vv, node) : 0;
+	if (rc)
+		return rc;
 	if (r->deleted) {
 		memset(r->root, 0, HASH_LEN);
 	} else {
@@ -2165,11 +2245,12 @@ int store_apply(store *st, record *recs, unsigned n)
 	if (rc || (rc = store_flush(st)))
 		return rc;
 	uint64_t *seqs = xcalloc(n, sizeof *seqs);
+	uint64_t node = store_node(st);
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
 	for (unsigned i = 0; i < n && !rc; i++)
-		rc = db_apply_one(st, &recs[i], &seqs[i]);
+		rc = db_apply_one(st, &recs[i], &seqs[i], node);
 	if (!rc)
 		rc = db_commit(st, "cannot apply records");
 out:
@@ -2255,6 +2336,7 @@ int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t pee
 	/* local, the two records decided, and the current one of an output's
 	 * path (a conflict copy's path is not the remote's). */
 	record *r = xmalloc(4 * sizeof *r), *local = &r[0], *out = &r[1], *cur = &r[3];
+	uint64_t node = store_node(st);
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
@@ -2290,7 +2372,7 @@ int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t pee
 				continue;
 			if (found < 0)
 				rc = found;
-			else if (!(rc = db_apply_one(st, o, &o->seq)))
+			else if (!(rc = db_apply_one(st, o, &o->seq, node)))
 				nw++;
 		}
 	}

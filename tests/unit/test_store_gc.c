@@ -488,7 +488,9 @@ static void test_expire_tombstones(void **state)
 	assert_true(again > zt);
 	assert_ok(store_lookup(st, "x", &r));
 	assert_int_equal(r.vv.n, 1);
-	assert_int_equal(r.vv.e[0].counter, 1); /* a new path: its vector starts over */
+	/* Not back to 1: servers that still hold the path's old versions must
+	 * see the new write as newer (one counter per node, never reset). */
+	assert_true(r.vv.e[0].counter > 1);
 
 	/* Many tombstones: more than one batch. */
 	for (int i = 0; i < 150; i++) {
