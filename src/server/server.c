@@ -348,24 +348,6 @@ static int parse_quorum(const char *s, unsigned n, unsigned *out)
 	return 0;
 }
 
-int server_stats(server *srv, uint64_t at_least, store_stats *out)
-{
-	uint64_t gen = server_change_gen(srv);
-	pthread_mutex_lock(&srv->stats_mu);
-	int rc = 0;
-	if (!srv->stats_valid || srv->stats_gen != gen || srv->stats.head_seq < at_least) {
-		/* gen read first: a change racing with the scan makes the next
-		 * call scan again rather than keep a stale result. */
-		if (!(rc = store_stats_get(srv->st, &srv->stats))) {
-			srv->stats_valid = true;
-			srv->stats_gen = gen;
-		}
-	}
-	*out = srv->stats;
-	pthread_mutex_unlock(&srv->stats_mu);
-	return rc;
-}
-
 uint64_t node_short_id(const uint8_t id[HASH_LEN])
 {
 	uint64_t v = 0;
@@ -388,7 +370,6 @@ int server_main(const server_opts *o)
 	static server srv; /* large (paths); peer threads keep a pointer */
 	srv.opts = o;
 	pthread_mutex_init(&srv.chg_mu, NULL);
-	pthread_mutex_init(&srv.stats_mu, NULL);
 	pthread_cond_init(&srv.chg_cv, NULL);
 	char *crt = srv.crt, *key = srv.key, name[96];
 	int rc;

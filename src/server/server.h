@@ -72,10 +72,6 @@ typedef struct server {
 	unsigned nacks;
 	unsigned cluster_size, write_quorum; /* N, W */
 	struct peers *peers; /* peer.c */
-	pthread_mutex_t stats_mu; /* cache of server_stats */
-	bool stats_valid;
-	uint64_t stats_gen;
-	store_stats stats;
 	pthread_t maint, scrub; /* maint.c */
 	bool maint_started, scrub_started;
 } server;
@@ -103,11 +99,6 @@ int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies);
 uint64_t server_acked(server *srv, uint64_t node);
 /* How many servers hold our record seq durably (this one included). */
 unsigned server_copies(server *srv, uint64_t seq);
-
-/* The store's stats (head, files, digest…), recomputed only when something
- * changed since the last call (store_stats_get scans the namespace), and
- * always with head_seq ≥ at_least (a record just read from the log). */
-int server_stats(server *srv, uint64_t at_least, store_stats *out);
 
 /* Short node id (first 8 bytes, big-endian): the name in version vectors. */
 uint64_t node_short_id(const uint8_t id[HASH_LEN]);

@@ -1558,27 +1558,23 @@ int store_scrub(store *st, uint8_t cursor[HASH_LEN], uint64_t budget, uint8_t *b
 	while (!rc && out->bytes < budget && !out->done) {
 		unsigned n = 0;
 		pthread_mutex_lock(&st->db_mu);
-		sqlite3_stmt *s;
-		int src = sqlite3_prepare_v2(st->db, "SELECT id, seg, off, len FROM chunks WHERE id > ?1 ORDER BY id LIMIT ?2",
-					     -1, &s, NULL);
-		if (src != SQLITE_OK) {
-			rc = db_fail(st, src, "cannot list chunks to scrub");
-		} else {
-			sqlite3_bind_blob(s, 1, cursor, HASH_LEN, SQLITE_TRANSIENT);
-			sqlite3_bind_int(s, 2, SCRUB_BATCH);
-			while ((src = sqlite3_step(s)) == SQLITE_ROW && n < SCRUB_BATCH) {
-				if (sqlite3_column_bytes(s, 0) != HASH_LEN)
-					continue;
-				memcpy(rows[n].id, sqlite3_column_blob(s, 0), HASH_LEN);
-				rows[n].loc.seg = (uint32_t)sqlite3_column_int64(s, 1);
-				rows[n].loc.off = (uint64_t)sqlite3_column_int64(s, 2);
-				rows[n].loc.len = (uint32_t)sqlite3_column_int64(s, 3);
-				n++;
-			}
-			if (src != SQLITE_ROW && src != SQLITE_DONE)
-				rc = db_fail(st, src, "cannot list chunks to scrub");
-			sqlite3_finalize(s);
+		sqlite3_stmt *s = st->q[Q_CHUNK_SCAN]; /* the GC sweep's scan */
+		sqlite3_bind_blob(s, 1, cursor, HASH_LEN, SQLITE_TRANSIENT);
+		sqlite3_bind_int(s, 2, SCRUB_BATCH);
+		int src;
+		while ((src = sqlite3_step(s)) == SQLITE_ROW && n < SCRUB_BATCH) {
+			if (sqlite3_column_bytes(s, 0) != HASH_LEN)
+				continue;
+			memcpy(rows[n].id, sqlite3_column_blob(s, 0), HASH_LEN);
+			rows[n].loc.seg = (uint32_t)sqlite3_column_int64(s, 1);
+			rows[n].loc.off = (uint64_t)sqlite3_column_int64(s, 2);
+			rows[n].loc.len = (uint32_t)sqlite3_column_int64(s, 3);
+			n++;
 		}
+		if (src != SQLITE_ROW && src != SQLITE_DONE)
+			rc = db_fail(st, src, "cannot list chunks to scrub");
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
 		pthread_mutex_unlock(&st->db_mu);
 		if (rc)
 			break;

@@ -857,11 +857,13 @@ class Cluster:
 
 @pytest.fixture
 def make_cluster(make_server, tmp_path):
-    """make_cluster(n, extra=(), via_forwarders=False, connected=True) -> Cluster:
-    servers running and (connected=True) all showing every peer connected."""
+    """make_cluster(n, extra=(), via_forwarders=False, connected=True, each=None) -> Cluster:
+    servers running and (connected=True) all showing every peer connected; server i
+    also gets the flags each[i] (after `extra`)."""
     clusters = []
 
-    def _make(n, extra=(), via_forwarders=False, connected=True):
+    def _make(n, extra=(), via_forwarders=False, connected=True, each=None):
+        each = each or {}
         ports = []
         while len(ports) < n:
             p = free_port()
@@ -880,8 +882,8 @@ def make_cluster(make_server, tmp_path):
             for j in range(n):
                 if j != i:
                     args += ["--peer", links[(i, j)].addr if via_forwarders else addrs[j]]
-            servers.append(make_server(port=ports[i], extra=args + [str(a) for a in extra],
-                                       start=False))
+            args += [str(a) for a in extra] + [str(a) for a in each.get(i, ())]
+            servers.append(make_server(port=ports[i], extra=args, start=False))
         c = Cluster(make_server, servers, links, extra, via_forwarders, tmp_path)
         clusters.append(c)
         for s in servers:
@@ -902,41 +904,13 @@ def make_cluster(make_server, tmp_path):
 
 
 @pytest.fixture
-def make_cluster_each(make_server, tmp_path):
+def make_cluster_each(make_cluster):
     """make_cluster_each(n, each={i: args}, extra=(), connected=True) -> Cluster:
     like make_cluster without forwarders, but server i also gets each[i]
     (after `extra`), e.g. each={0: ("--write-quorum", "all")}."""
-    clusters = []
-
     def _make(n, each=None, extra=(), connected=True):
-        each = each or {}
-        ports = []
-        while len(ports) < n:
-            p = free_port()
-            if p not in ports:
-                ports.append(p)
-        addrs = [f"{HOST}:{p}" for p in ports]
-        servers = []
-        for i in range(n):
-            args = []
-            for j in range(n):
-                if j != i:
-                    args += ["--peer", addrs[j]]
-            args += [str(a) for a in extra] + [str(a) for a in each.get(i, ())]
-            servers.append(make_server(port=ports[i], extra=args, start=False))
-        c = Cluster(make_server, servers, {}, extra, False, tmp_path)
-        clusters.append(c)
-        for s in servers:
-            s.start(wait=False)
-        for s in servers:
-            s.wait_ready()
-        if connected:
-            c.wait_connected()
-        return c
-
-    yield _make
-    for c in clusters:
-        c.close()
+        return make_cluster(n, extra=extra, connected=connected, each=each)
+    return _make
 
 
 def wait_served(server, remote, want, tmp_path, timeout=60, others=()):
