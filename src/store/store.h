@@ -72,6 +72,11 @@ int store_unmark_node(store *st, const uint8_t id[HASH_LEN]);
 /* Read a chunk into out (reset first) and verify its SHA-256; SS_ECORRUPT
  * with a message naming the chunk if it does not verify, SS_ENOENT if absent. */
 int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out);
+/* Content of one chunk (1..CDC_MAX bytes), stored whole: the chunk and a
+ * complete one-entry tree node; *root is the node's id, to commit. */
+int store_put_small(store *st, const void *data, size_t len, uint8_t root[HASH_LEN]);
+/* Read back such content (out reset; SS_EINVAL if root is not small). */
+int store_get_small(store *st, const uint8_t root[HASH_LEN], buf *out);
 /* Drop a chunk (or tree node) from the index: for a copy found corrupt, so
  * that it reads as absent and the next upload (or repair) stores it again.
  * Its bytes stay in the segment as garbage. */

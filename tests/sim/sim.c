@@ -293,16 +293,11 @@ static void client_write(int i)
 	if (w->has_base && !w->base.deleted && chance(25)) {
 		r->deleted = true;
 	} else {
-		uint8_t data[64], node[TREE_NODE_MAX];
+		uint8_t data[64];
 		size_t len = 1 + rn(sizeof data);
 		for (size_t k = 0; k < len; k++)
 			data[k] = (uint8_t)rnd();
-		tree_entry e = {.size = len};
-		sha256(data, len, e.id);
-		MUST(store_put_chunk(s->st, e.id, data, len));
-		size_t nlen = tree_node_encode(1, &e, 1, node);
-		sha256(node, nlen, r->root);
-		MUST(store_put_node(s->st, r->root, node, nlen));
+		MUST(store_put_small(s->st, data, len, r->root));
 		r->size = len;
 	}
 	MUST(store_commit(s->st, r));
