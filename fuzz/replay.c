@@ -10,7 +10,7 @@
 
 #include "util/util.h"
 
-#define FUZZ_TARGETS(X) X(tree) X(wire)
+#define FUZZ_TARGETS(X) X(mtorrent) X(tree) X(wire)
 
 #define DECL(n) int fuzz_##n(const uint8_t *data, size_t size);
 FUZZ_TARGETS(DECL)
