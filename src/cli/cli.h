@@ -36,6 +36,12 @@ int cmd_stat(const cli_opts *o, int argc, char **argv);
 int cmd_log(const cli_opts *o, int argc, char **argv);
 int cmd_status(const cli_opts *o, int argc, char **argv);
 
+/* The seed-compatible programs (docs/SWARM.md), chosen by argv[0]. */
+int tracker_main(int argc, char **argv);
+int swarm_client_main(int argc, char **argv);
+/* $SYNCSTORE_TLS, or ~/.syncstore. */
+const char *swarm_tls_dir(void);
+
 /* Progress bar on stderr, only when it is a terminal and not quiet. */
 typedef struct progress {
 	bool on;

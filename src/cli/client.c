@@ -38,7 +38,8 @@ int client_connect(const cli_opts *o, client *cl)
 	cl->m = xmalloc(sizeof *cl->m);
 	/* Generous, but a stalled server must not hang a script for ever. */
 	conn_set_timeout(&cl->c, CLIENT_TIMEOUT_MS);
-	if (cl->c.peer.role != ROLE_SERVER) {
+	/* A tracker is a server in another role: status works against it. */
+	if (cl->c.peer.role != ROLE_SERVER && cl->c.peer.role != ROLE_TRACKER) {
 		rc = ss_fail(SS_EAUTH, "%s is not a syncstore server (its certificate says %s)", o->server,
 			     tls_role_name(cl->c.peer.role));
 		goto fail;

@@ -228,11 +228,10 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	const char *prog = basename(argv[0]);
-	if (!strcmp(prog, "tracker") || !strcmp(prog, "client")) {
-		fprintf(stderr, "%s: the seed-compatible %s mode is not built yet (it arrives with the tracker "
-				"issue); use `syncstore` commands\n", prog, prog);
-		return EXIT_FAIL;
-	}
+	if (!strcmp(prog, "tracker"))
+		return tracker_main(argc, argv);
+	if (!strcmp(prog, "client"))
+		return swarm_client_main(argc, argv);
 
 	cli_opts o = {.server = getenv("SYNCSTORE_SERVER"), .tls = getenv("SYNCSTORE_TLS")};
 	int i = 1;

@@ -247,6 +247,26 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 		get_str(&r, m->join.addr, sizeof m->join.addr);
 		m->join.cluster_size = get16(&r);
 		break;
+	case MSG_ANNOUNCE:
+		get_id(&r, m->announce.root);
+		m->announce.size = get64(&r);
+		get_str(&r, m->announce.name, sizeof m->announce.name);
+		get_str(&r, m->announce.addr, sizeof m->announce.addr);
+		m->announce.flags = get32(&r);
+		break;
+	case MSG_HEARTBEAT:
+		get_str(&r, m->heartbeat.addr, sizeof m->heartbeat.addr);
+		m->heartbeat.shares = get64(&r);
+		break;
+	case MSG_SEEDERS:
+		get_id(&r, m->seeders.root);
+		break;
+	case MSG_SEEDER:
+		get_id(&r, m->seeder.id);
+		get_str(&r, m->seeder.addr, sizeof m->seeder.addr);
+		m->seeder.size = get64(&r);
+		get_str(&r, m->seeder.name, sizeof m->seeder.name);
+		break;
 	default:
 		return ss_fail(SS_EPROTO, "unknown message type %u", type);
 	}
@@ -624,4 +644,45 @@ int wire_chunk_close(buf *b, size_t start, wire_zstd *z)
 	le32(h, (uint32_t)(CHUNK_HDR - 4 + n));
 	b->len = start + CHUNK_HDR + n;
 	return 0;
+}
+
+int wire_announce(buf *b, const uint8_t root[HASH_LEN], uint64_t size, const char *name, const char *addr,
+		  uint32_t flags)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_ANNOUNCE, HASH_LEN + 16 + strlen(name) + strlen(addr));
+	rc |= buf_append(b, root, HASH_LEN);
+	rc |= put64(b, size);
+	rc |= put_str(b, name);
+	rc |= put_str(b, addr);
+	rc |= put32(b, flags);
+	return frame_done(b, s, rc);
+}
+
+int wire_heartbeat(buf *b, const char *addr, uint64_t shares)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_HEARTBEAT, 10 + strlen(addr));
+	rc |= put_str(b, addr);
+	rc |= put64(b, shares);
+	return frame_done(b, s, rc);
+}
+
+int wire_seeders(buf *b, const uint8_t root[HASH_LEN])
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_SEEDERS, HASH_LEN);
+	rc |= buf_append(b, root, HASH_LEN);
+	return frame_done(b, s, rc);
+}
+
+int wire_seeder(buf *b, const uint8_t id[HASH_LEN], const char *addr, uint64_t size, const char *name)
+{
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_SEEDER, HASH_LEN + 12 + strlen(addr) + strlen(name));
+	rc |= buf_append(b, id, HASH_LEN);
+	rc |= put_str(b, addr);
+	rc |= put64(b, size);
+	rc |= put_str(b, name);
+	return frame_done(b, s, rc);
 }

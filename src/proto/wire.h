@@ -73,6 +73,12 @@ enum wire_type {
 	MSG_READ = 52,    /* count u16, ids[count] — per id in order: CHUNK or MISSING */
 	MSG_MISSING = 53, /* id: not stored here (or failed verification) */
 	MSG_JOIN = 54,    /* listen addr str, cluster_size u16 — OK, or ERROR if the peer lists disagree */
+
+	/* Swarm mode (docs/SWARM.md): clients and servers to a tracker. */
+	MSG_ANNOUNCE = 60,  /* root id, size u64, name str, addr str, flags u32 — OK(seeder's records here) */
+	MSG_HEARTBEAT = 61, /* addr str, shares u64 — OK(seeder's records here) */
+	MSG_SEEDERS = 62,   /* root id — SEEDER…, END */
+	MSG_SEEDER = 63,    /* node id, addr str, size u64, name str */
 };
 
 #define WIRE_PULL_MAX 1024 /* records in one PULL reply */
@@ -83,6 +89,10 @@ enum wire_type {
 #define WIRE_SERVER_FORGOTTEN 1u /* wire_server.flags: forgotten member */
 #define WIRE_SERVER_BLOCKS 2u    /* it blocks tombstone expiry (it has not applied them) */
 #define WIRE_CHUNK_ZSTD 1u
+#define WIRE_ANNOUNCE_WITHDRAW 1u     /* stop seeding this root */
+#define WIRE_ANNOUNCE_WITHDRAW_ALL 2u /* stop seeding everything (close) */
+#define WIRE_NAME_MAX 256             /* a shared file's name, NUL included */
+#define WIRE_ADDR_MAX 128
 
 typedef struct wire_server {
 	uint8_t id[HASH_LEN];
@@ -119,6 +129,15 @@ typedef struct msg {
 		struct { uint64_t index_id, head, files, bytes; uint8_t digest[HASH_LEN]; } pulled;
 		struct { uint8_t id[HASH_LEN]; } missing;
 		struct { char addr[128]; uint16_t cluster_size; } join;
+		struct {
+			uint8_t root[HASH_LEN];
+			uint64_t size;
+			char name[WIRE_NAME_MAX], addr[WIRE_ADDR_MAX];
+			uint32_t flags;
+		} announce;
+		struct { char addr[WIRE_ADDR_MAX]; uint64_t shares; } heartbeat;
+		struct { uint8_t root[HASH_LEN]; } seeders;
+		struct { uint8_t id[HASH_LEN]; char addr[WIRE_ADDR_MAX]; uint64_t size; char name[WIRE_NAME_MAX]; } seeder;
 	};
 } msg;
 
@@ -151,6 +170,11 @@ int wire_pulled(buf *b, uint64_t index_id, uint64_t head, uint64_t files, uint64
 		const uint8_t digest[HASH_LEN]);
 int wire_missing(buf *b, const uint8_t id[HASH_LEN]);
 int wire_join(buf *b, const char *addr, uint16_t cluster_size);
+int wire_announce(buf *b, const uint8_t root[HASH_LEN], uint64_t size, const char *name, const char *addr,
+		  uint32_t flags);
+int wire_heartbeat(buf *b, const char *addr, uint64_t shares);
+int wire_seeders(buf *b, const uint8_t root[HASH_LEN]);
+int wire_seeder(buf *b, const uint8_t id[HASH_LEN], const char *addr, uint64_t size, const char *name);
 
 /*
  * CHUNK frames built in place: wire_chunk_open reserves a frame for raw_len

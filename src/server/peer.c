@@ -261,9 +261,9 @@ static int check_peer(link *l)
 	peer *p = l->p;
 	char hex[HASH_HEX_LEN + 1];
 	hex_encode(l->c.peer.id, HASH_LEN, hex);
-	if (l->c.peer.role != ROLE_SERVER)
-		return ss_fail(SS_EAUTH, "%s is not a syncstore server (its certificate says %s)", p->addr,
-			       tls_role_name(l->c.peer.role));
+	if (l->c.peer.role != p->srv->role)
+		return ss_fail(SS_EAUTH, "%s is not a syncstore %s (its certificate says %s)", p->addr,
+			       tls_role_name(p->srv->role), tls_role_name(l->c.peer.role));
 	if (p->pin[0] && strncasecmp(hex, p->pin, strlen(p->pin)))
 		return ss_fail(SS_EAUTH, "%s is node %.16s, not the pinned %s", p->addr, hex, p->pin);
 	if (!memcmp(l->c.peer.id, p->srv->node_id, HASH_LEN))

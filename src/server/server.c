@@ -9,6 +9,8 @@
 #include "server.h"
 #include "maint.h"
 #include "peer.h"
+#include "registry.h"
+#include "seeding.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -357,9 +359,9 @@ uint64_t node_short_id(const uint8_t id[HASH_LEN])
 }
 
 /* Node name for a first-start identity: "server-HOST-PORT". */
-static void node_name(const char *listen, char *out, size_t n)
+static void node_name(tls_role role, const char *listen, char *out, size_t n)
 {
-	snprintf(out, n, "server-%s", listen);
+	snprintf(out, n, "%s-%s", tls_role_name(role), listen);
 	for (char *p = out; *p; p++)
 		if (*p == ':' || *p == '/')
 			*p = '-';
@@ -369,6 +371,8 @@ int server_main(const server_opts *o)
 {
 	static server srv; /* large (paths); peer threads keep a pointer */
 	srv.opts = o;
+	srv.role = o->role ? o->role : ROLE_SERVER;
+	const char *prog = srv.role == ROLE_TRACKER ? "tracker" : "syncstore server";
 	pthread_mutex_init(&srv.chg_mu, NULL);
 	pthread_cond_init(&srv.chg_cv, NULL);
 	char *crt = srv.crt, *key = srv.key, name[96];
@@ -382,21 +386,19 @@ int server_main(const server_opts *o)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-	if (o->ntrackers > 0)
-		log_warn("--tracker is accepted but tracker registration is not implemented yet");
 	srv.cluster_size = (unsigned)o->npeers + 1;
 	if ((rc = parse_quorum(o->write_quorum, srv.cluster_size, &srv.write_quorum))) {
-		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(rc));
 		return 2;
 	}
 	if ((rc = store_open(o->data, &srv.st))) {
-		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(rc));
 		return 1;
 	}
-	node_name(o->listen, name, sizeof name);
-	if ((rc = tls_identity(o->tls, o->data, "node", ROLE_SERVER, name, crt, key)) ||
+	node_name(srv.role, o->listen, name, sizeof name);
+	if ((rc = tls_identity(o->tls, o->data, "node", srv.role, name, crt, key)) ||
 	    (rc = tls_cert_id(crt, srv.node_id))) {
-		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(rc));
 		store_close(srv.st);
 		return 1;
 	}
@@ -404,13 +406,13 @@ int server_main(const server_opts *o)
 
 	g.ctx = tls_ctx_new(o->tls, crt, key, 1);
 	if (!g.ctx) {
-		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(SS_ETLS));
+		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(SS_ETLS));
 		store_close(srv.st);
 		return 1;
 	}
 	int lfd = tcp_listen(o->listen, 128);
 	if (lfd < 0) {
-		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(lfd));
+		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(lfd));
 		SSL_CTX_free(g.ctx);
 		store_close(srv.st);
 		return 1;
@@ -421,17 +423,23 @@ int server_main(const server_opts *o)
 
 	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0) {
-		fprintf(stderr, "syncstore server: cannot watch for signals: %s\n", strerror(errno));
+		fprintf(stderr, "%s: cannot watch for signals: %s\n", prog, strerror(errno));
 		close(lfd);
 		SSL_CTX_free(g.ctx);
 		store_close(srv.st);
 		return 1;
 	}
 
-	if ((rc = peers_start(&srv)) || (rc = maint_start(&srv))) {
-		fprintf(stderr, "syncstore server: %s\n", ss_errmsg(rc));
+	if ((rc = peers_start(&srv)) || (rc = maint_start(&srv)) ||
+	    (srv.role == ROLE_TRACKER && (rc = registry_start(&srv))) || (rc = seeding_start(&srv))) {
+		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(rc));
+		pthread_mutex_lock(&srv.chg_mu);
 		srv.stopping = true;
+		pthread_mutex_unlock(&srv.chg_mu);
 		peers_stop(&srv);
+		maint_stop(&srv);
+		seeding_stop(&srv);
+		registry_stop(&srv);
 		peers_free(&srv);
 		close(sfd);
 		close(lfd);
@@ -469,7 +477,9 @@ int server_main(const server_opts *o)
 	pthread_mutex_unlock(&srv.chg_mu);
 	peers_stop(&srv);
 	maint_stop(&srv);
+	seeding_stop(&srv);
 	shutdown_connections();
+	registry_stop(&srv);
 	peers_free(&srv);
 	store_close(srv.st);
 	SSL_CTX_free(g.ctx);

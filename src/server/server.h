@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "../net/msgio.h"
+#include "../net/tls.h"
 #include "../store/store.h"
 
 #define SERVER_MAX_CONNS 512
@@ -38,6 +39,11 @@ typedef struct server_opts {
 	int64_t retention_ms;  /* old versions and tombstones are kept this long */
 	int scrub_interval_ms; /* a scrub pass starts this long after the last */
 	int scrub_rate_mb;     /* MB/s a scrub reads at most (0: no scrub) */
+	/* A tracker (docs/SWARM.md) is a server in the tracker role: it
+	 * replicates only with trackers, keeps the seeders registry, exports
+	 * it to `seederlist` and logs every request to `request_log`. */
+	tls_role role; /* ROLE_SERVER unless set */
+	const char *seederlist, *request_log;
 } server_opts;
 
 #define SERVER_QUORUM_MS 30000 /* default of --quorum-timeout */
@@ -74,6 +80,10 @@ typedef struct server {
 	struct peers *peers; /* peer.c */
 	pthread_t maint, scrub; /* maint.c */
 	bool maint_started, scrub_started;
+	tls_role role;          /* ROLE_SERVER, or ROLE_TRACKER */
+	struct registry *reg;   /* registry.c: trackers only */
+	pthread_t seeder;       /* seeding.c: with --tracker */
+	bool seeding;
 } server;
 
 int server_main(const server_opts *o);

@@ -29,6 +29,7 @@
  */
 #include "server.h"
 #include "peer.h"
+#include "registry.h"
 #include "verifier.h"
 #include "../core/repl.h"
 
@@ -757,6 +758,89 @@ static int do_read(session *s)
 	return rc;
 }
 
+/* ---- serving swarm clients (trackers only) ---- */
+
+static int do_announce(session *s)
+{
+	uint64_t held;
+	int rc = registry_announce(s->srv, s->c->peer.id, &s->m, &held);
+	return rc ? rc : wire_ok(&s->io.out, held);
+}
+
+static int do_heartbeat(session *s)
+{
+	uint64_t held;
+	int rc = registry_heartbeat(s->srv, s->c->peer.id, &s->m, &held);
+	return rc ? rc : wire_ok(&s->io.out, held);
+}
+
+static int seeder_out(void *ctx, const registry_entry *e)
+{
+	session *s = ctx;
+	return wire_seeder(&s->io.out, e->seeder, e->addr, e->size, e->name);
+}
+
+static int do_seeders(session *s)
+{
+	int rc = registry_seeders(s->srv, s->m.seeders.root, seeder_out, s);
+	return rc ? rc : wire_empty(&s->io.out, MSG_END);
+}
+
+/* What the request log says of a request. */
+static void describe(const msg *m, char *out, size_t n)
+{
+	char hex[HASH_HEX_LEN + 1];
+	switch (m->type) {
+	case MSG_ANNOUNCE:
+		hex_encode(m->announce.root, HASH_LEN, hex);
+		snprintf(out, n, "%s %s %.16s %s",
+			 m->announce.flags & WIRE_ANNOUNCE_WITHDRAW_ALL ? "WITHDRAW_ALL"
+			 : m->announce.flags			    ? "WITHDRAW"
+								    : "ANNOUNCE",
+			 m->announce.name, hex, m->announce.addr);
+		break;
+	case MSG_HEARTBEAT: snprintf(out, n, "HEARTBEAT %s", m->heartbeat.addr); break;
+	case MSG_SEEDERS:
+		hex_encode(m->seeders.root, HASH_LEN, hex);
+		snprintf(out, n, "SEEDERS %.16s", hex);
+		break;
+	case MSG_STATUS: snprintf(out, n, "STATUS"); break;
+	case MSG_PULL:
+		snprintf(out, n, "PULL after %llu", (unsigned long long)m->pull.after);
+		break;
+	case MSG_READ: snprintf(out, n, "READ %u", m->offer.count); break;
+	case MSG_JOIN: snprintf(out, n, "JOIN %s", m->join.addr); break;
+	default: snprintf(out, n, "message type %u", m->type);
+	}
+}
+
+/* One request from a server of our own role: replication only. */
+static int peer_request(session *s)
+{
+	switch (s->m.type) {
+	case MSG_PULL: return do_pull(s);
+	case MSG_READ: return do_read(s);
+	case MSG_STATUS: return do_status(s);
+	case MSG_FORGET: return do_forget(s);
+	case MSG_JOIN: return do_join(s);
+	default: return ss_fail(SS_EPROTO, "unexpected message type %u from a peer", s->m.type);
+	}
+}
+
+/* One request from a swarm client (or a server seeding) to a tracker. */
+static int tracker_request(session *s)
+{
+	switch (s->m.type) {
+	case MSG_ANNOUNCE: return do_announce(s);
+	case MSG_HEARTBEAT: return do_heartbeat(s);
+	case MSG_SEEDERS: return do_seeders(s);
+	case MSG_STATUS: return do_status(s);
+	default:
+		return ss_fail(SS_EPROTO, "a tracker keeps the swarm's registry, not files (message type %u): ask a "
+					  "server", s->m.type);
+	}
+}
+
 /*
  * Before closing on a failed put, read and drop what the client is still
  * sending (bounded in bytes and time), so the ERROR already written reaches
@@ -794,8 +878,10 @@ void session_run(server *srv, conn *c)
 	hex_encode(c->peer.id, HASH_LEN, hex);
 
 	int rc;
-	if (c->peer.role != ROLE_CLIENT && c->peer.role != ROLE_SERVER) {
-		rc = ss_fail(SS_EAUTH, "role %s may not use this server", tls_role_name(c->peer.role));
+	bool tracker = srv->role == ROLE_TRACKER, peer = c->peer.role == srv->role;
+	if (!peer && c->peer.role != ROLE_CLIENT && (tracker ? c->peer.role != ROLE_SERVER : true)) {
+		rc = ss_fail(SS_EAUTH, "role %s may not use this %s", tls_role_name(c->peer.role),
+			     tls_role_name(srv->role));
 		log_info("peer %.16s (%s) refused: %s", hex, c->peer.name, ss_errmsg(rc));
 		reply_error(s, rc);
 		goto out;
@@ -815,7 +901,7 @@ void session_run(server *srv, conn *c)
 		rc = msgio_recv(&s->io, &s->m);
 		if (rc == SS_ECLOSED)
 			break;
-		if (!rc && c->peer.role == ROLE_SERVER && !s->peer_live) {
+		if (!rc && peer && !s->peer_live) {
 			s->peer_live = true;
 			/* A peer PULLs at least every PEER_WAIT_MS: one silent for
 			 * much longer is gone, and must stop counting for the
@@ -823,15 +909,12 @@ void session_run(server *srv, conn *c)
 			conn_set_timeout(c, PEER_WAIT_MS + 20000);
 			server_peer_live(srv, node_short_id(c->peer.id), +1);
 		}
-		if (!rc && c->peer.role == ROLE_SERVER) {
-			/* A peer: replication only. */
-			switch (s->m.type) {
-			case MSG_PULL: rc = do_pull(s); break;
-			case MSG_READ: rc = do_read(s); break;
-			case MSG_STATUS: rc = do_status(s); break;
-			case MSG_FORGET: rc = do_forget(s); break;
-			case MSG_JOIN: rc = do_join(s); break;
-			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u from a peer", s->m.type);
+		if (!rc && (peer || tracker)) {
+			rc = peer ? peer_request(s) : tracker_request(s);
+			if (tracker) {
+				char what[WIRE_NAME_MAX + WIRE_ADDR_MAX + 128];
+				describe(&s->m, what, sizeof what);
+				registry_log(srv, c->peer.id, what, rc);
 			}
 		} else if (!rc) {
 			switch (s->m.type) {
@@ -854,6 +937,8 @@ void session_run(server *srv, conn *c)
 			case MSG_STATUS: rc = do_status(s); break;
 			case MSG_FORGET: rc = do_forget(s); break;
 			case MSG_BARRIER: rc = do_barrier(s); break;
+			/* Swarm clients fetch chunks by id: a server seeds all it holds. */
+			case MSG_READ: rc = do_read(s); break;
 			default: rc = ss_fail(SS_EPROTO, "unexpected message type %u", s->m.type);
 			}
 		}

@@ -111,3 +111,14 @@ int path_join(char *out, size_t outsz, const char *a, const char *b)
 		return ss_fail(SS_ETOOBIG, "path too long: %s/%s", a, b);
 	return 0;
 }
+
+bool str_copy(char *dst, size_t n, const char *src)
+{
+	size_t len = strnlen(src, n);
+	bool fits = len < n;
+	if (!fits)
+		len = n - 1;
+	memcpy(dst, src, len);
+	dst[len] = 0;
+	return fits;
+}

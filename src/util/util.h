@@ -50,9 +50,10 @@ int ss_fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *ss_errmsg(int code);
 int ss_errno_code(int err);
 
-/* ---- logging (stderr) ---- */
+/* ---- logging (stderr, or log_fd) ---- */
 enum { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 extern int log_level;
+extern int log_fd; /* where lines go: 2 (stderr) unless a program redirects them */
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
@@ -99,6 +100,8 @@ int hex_decode(const char *s, uint8_t *out, size_t n);  /* exact 2n chars */
 /* "1.5 MiB", "312 B" — out must hold 16 bytes */
 void fmt_size(uint64_t bytes, char out[16]);
 void fmt_duration(double secs, char out[16]);
+/* Copy src into dst (n bytes, NUL-terminated, cut if need be); false if cut. */
+bool str_copy(char *dst, size_t n, const char *src);
 
 /* ---- time ---- */
 double now_mono(void);     /* seconds, CLOCK_MONOTONIC */

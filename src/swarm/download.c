@@ -1,0 +1,633 @@
+/*
+ * download.c — `get`: one coordinator thread per download, one worker per
+ * seeder.
+ *
+ *   1. the tree: from the root id in the .mtorrent down, level by level,
+ *      each node verified against its id (so every byte of the tree is the
+ *      sharer's), giving the ordered list of chunks (id, offset, length);
+ *   2. the chunks: every worker takes batches of chunks still to fetch from
+ *      one shared list and keeps SWARM_DEPTH READs outstanding, so a fast
+ *      seeder serves more.  A chunk is hashed before it is written at its
+ *      offset in DEST.part, then served to others at once.  A seeder that
+ *      sends wrong bytes is dropped and reported; one that fails is dropped;
+ *      their chunks go back to the list.  The coordinator asks the trackers
+ *      for seeders again every few seconds;
+ *   3. fsync, rename DEST.part to DEST, seed it.
+ */
+#include "swarm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define MAX_KNOWN 32          /* seeders remembered per download */
+#define REQUERY_S 3.0         /* ask the trackers again this often */
+#define RETRY_DEAD_S 5.0      /* a seeder that failed may be tried again after */
+
+enum { TODO, TAKEN, DONE };
+
+typedef struct leaf {
+	uint8_t id[HASH_LEN];
+	uint64_t off;
+	uint32_t len;
+	uint8_t state;
+} leaf;
+
+typedef enum { SRC_IDLE, SRC_RUNNING, SRC_DEAD, SRC_BAD } src_state;
+
+typedef struct source {
+	struct job *job;
+	uint8_t id[HASH_LEN];
+	char addr[WIRE_ADDR_MAX];
+	src_state state;
+	double ended;      /* when it last stopped */
+	bool joinable;
+	pthread_t thread;
+	uint64_t bytes;
+	uint8_t *missing;  /* bitmap over leaves: it answered MISSING */
+} source;
+
+typedef struct job {
+	swarm *sw;
+	download *d;
+	pthread_mutex_t mu; /* the leaves, the sources (with sw->mu never held inside) */
+	pthread_cond_t cv;
+	leaf *leaves;
+	size_t nleaves, ndone, hint;
+	int fd, file;
+	source src[MAX_KNOWN];
+	unsigned nsrc;
+	bool stop;
+} job;
+
+/* ---- talking to one seeder ---- */
+
+typedef struct seeder_link {
+	conn c;
+	msgio io;
+	msg *m;
+	ZSTD_DCtx *dctx;
+	uint8_t *scratch;
+} seeder_link;
+
+static int link_open(swarm *sw, const char *addr, seeder_link *l)
+{
+	memset(l, 0, sizeof *l);
+	l->c.fd = -1;
+	int rc = conn_connect(sw->ctx, addr, TRACKERS_CONNECT_MS, &l->c);
+	if (rc)
+		return rc;
+	conn_set_timeout(&l->c, TRACKERS_IO_MS);
+	msgio_init(&l->io, &l->c);
+	l->m = xmalloc(sizeof *l->m);
+	l->dctx = ZSTD_createDCtx();
+	l->scratch = xmalloc(CDC_MAX);
+	if (l->c.peer.role != ROLE_CLIENT && l->c.peer.role != ROLE_SERVER)
+		rc = ss_fail(SS_EAUTH, "%s is not a seeder (its certificate says %s)", addr, tls_role_name(l->c.peer.role));
+	return rc ? rc : msgio_hello_client(&l->io);
+}
+
+static void link_close(seeder_link *l)
+{
+	if (l->m)
+		msgio_free(&l->io);
+	conn_close(&l->c);
+	free(l->m);
+	free(l->scratch);
+	ZSTD_freeDCtx(l->dctx);
+	memset(l, 0, sizeof *l);
+}
+
+/*
+ * The next reply to a READ of id: 1 and the verified bytes (*p, *n), 0 if
+ * the seeder does not have it, SS_ECORRUPT if its bytes do not hash to id,
+ * or another error.
+ */
+static int link_chunk(seeder_link *l, const uint8_t id[HASH_LEN], const uint8_t **p, size_t *n)
+{
+	int rc = msgio_recv(&l->io, l->m);
+	if (rc)
+		return rc;
+	if (l->m->type == MSG_MISSING && !memcmp(l->m->missing.id, id, HASH_LEN))
+		return 0;
+	if (l->m->type != MSG_CHUNK || memcmp(l->m->chunk.id, id, HASH_LEN))
+		return ss_fail(SS_EPROTO, "it answered READ with message type %u out of order", l->m->type);
+	if ((rc = wire_chunk_raw(l->m, l->dctx, l->scratch, p, n)))
+		return rc;
+	uint8_t got[HASH_LEN];
+	sha256(*p, *n, got);
+	if (memcmp(got, id, HASH_LEN)) {
+		char hex[HASH_HEX_LEN + 1];
+		hex_encode(id, HASH_LEN, hex);
+		return ss_fail(SS_ECORRUPT, "it sent chunk %.16s with bytes that do not match its hash", hex);
+	}
+	return 1;
+}
+
+/* ---- the tree ---- */
+
+typedef struct tree_walk {
+	uint8_t (*ids)[HASH_LEN]; /* this level's nodes, in file order */
+	uint64_t *sizes;
+	size_t n;
+} tree_walk;
+
+/* Fetch and check one level's nodes from l; append the next level (or the
+ * leaves, at level 1) in order.  *level is the level these nodes must have
+ * (0: the root's, whatever it is). */
+static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, unsigned *level)
+{
+	int rc = 0;
+	for (size_t base = 0; base < cur->n && !rc; base += WIRE_MAX_OFFER / 16) {
+		uint16_t k = (uint16_t)MIN(cur->n - base, WIRE_MAX_OFFER / 16);
+		if ((rc = wire_ids(&l->io.out, MSG_READ, cur->ids[base], k)))
+			break;
+		for (uint16_t i = 0; i < k && !rc; i++) {
+			const uint8_t *p;
+			size_t n;
+			tree_node nd;
+			if ((rc = link_chunk(l, cur->ids[base + i], &p, &n)) <= 0) {
+				rc = rc ? rc : ss_fail(SS_ENOENT, "it does not have the file's tree");
+				break;
+			}
+			if ((rc = tree_node_decode(p, n, &nd)))
+				break;
+			if (!*level)
+				*level = nd.level; /* the root's says how tall the tree is */
+			if (nd.level != *level || tree_node_size(&nd) != cur->sizes[base + i]) {
+				rc = ss_fail(SS_ECORRUPT, "the tree is inconsistent (level %u, %llu bytes)", nd.level,
+					     (unsigned long long)tree_node_size(&nd));
+				break;
+			}
+			seed_add_node(cur->ids[base + i], p, n);
+			for (unsigned e = 0; e < nd.count; e++) {
+				tree_entry te;
+				tree_node_entry(&nd, e, &te);
+				if (nd.level > 1) {
+					next->ids = xrealloc(next->ids, (next->n + 1) * HASH_LEN);
+					next->sizes = xrealloc(next->sizes, (next->n + 1) * sizeof *next->sizes);
+					memcpy(next->ids[next->n], te.id, HASH_LEN);
+					next->sizes[next->n++] = te.size;
+					continue;
+				}
+				/* Every chunk but the last is ≥ CDC_MIN: the list stays
+				 * within size / CDC_MIN entries whatever the tree says. */
+				leaf *prev = j->nleaves ? &j->leaves[j->nleaves - 1] : NULL;
+				if (te.size > CDC_MAX || (prev && prev->len < CDC_MIN))
+					return ss_fail(SS_ECORRUPT, "the tree lists a chunk of %llu bytes",
+						       (unsigned long long)te.size);
+				if (!(j->nleaves & (j->nleaves + 1)) || !j->leaves)
+					j->leaves = xrealloc(j->leaves, 2 * (j->nleaves + 1) * sizeof *j->leaves);
+				leaf *lf = &j->leaves[j->nleaves++];
+				memcpy(lf->id, te.id, HASH_LEN);
+				lf->off = prev ? prev->off + prev->len : 0;
+				lf->len = (uint32_t)te.size;
+				lf->state = TODO;
+			}
+		}
+	}
+	if (!rc)
+		(*level)--;
+	return rc;
+}
+
+static int fetch_tree(job *j, seeder_link *l)
+{
+	tree_walk cur = {0}, next = {0};
+	cur.ids = xmalloc(HASH_LEN);
+	cur.sizes = xmalloc(sizeof *cur.sizes);
+	memcpy(cur.ids[0], j->d->t.root, HASH_LEN);
+	cur.sizes[0] = j->d->t.size;
+	cur.n = 1;
+	unsigned level = 0;
+	int rc = 0;
+	j->nleaves = 0;
+	while (cur.n && !rc) {
+		rc = fetch_level(j, l, &cur, &next, &level);
+		free(cur.ids);
+		free(cur.sizes);
+		cur = next;
+		next = (tree_walk){0};
+	}
+	free(cur.ids);
+	free(cur.sizes);
+	return rc;
+}
+
+/* ---- the chunks ---- */
+
+static bool missing_at(const source *s, size_t i)
+{
+	return s->missing[i / 8] >> (i % 8) & 1;
+}
+
+/* Take up to SWARM_BATCH chunks for s (under j->mu). */
+static unsigned take(job *j, source *s, size_t *out)
+{
+	unsigned k = 0;
+	for (size_t i = j->hint; i < j->nleaves && k < SWARM_BATCH; i++) {
+		if (j->leaves[i].state != TODO || missing_at(s, i))
+			continue;
+		j->leaves[i].state = TAKEN;
+		out[k++] = i;
+	}
+	while (j->hint < j->nleaves && j->leaves[j->hint].state == DONE)
+		j->hint++;
+	return k;
+}
+
+static void give_back(job *j, const size_t *idx, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (j->leaves[idx[i]].state == TAKEN)
+			j->leaves[idx[i]].state = TODO;
+	if (n)
+		j->hint = 0;
+	pthread_cond_broadcast(&j->cv);
+}
+
+static void *worker(void *arg)
+{
+	source *s = arg;
+	job *j = s->job;
+	size_t batch[SWARM_DEPTH][SWARM_BATCH];
+	unsigned count[SWARM_DEPTH] = {0}, head = 0, out = 0; /* a ring of READs in flight */
+	seeder_link l;
+	int rc = link_open(j->sw, s->addr, &l);
+	if (!rc && memcmp(l.c.peer.id, s->id, HASH_LEN))
+		rc = ss_fail(SS_EAUTH, "%s is not the seeder the tracker named", s->addr);
+	while (!rc) {
+		pthread_mutex_lock(&j->mu);
+		while (out < SWARM_DEPTH && !j->stop) {
+			unsigned slot = (head + out) % SWARM_DEPTH;
+			if (!(count[slot] = take(j, s, batch[slot])))
+				break;
+			uint8_t ids[SWARM_BATCH][HASH_LEN];
+			for (unsigned i = 0; i < count[slot]; i++)
+				memcpy(ids[i], j->leaves[batch[slot][i]].id, HASH_LEN);
+			if ((rc = wire_ids(&l.io.out, MSG_READ, ids[0], (uint16_t)count[slot])))
+				break;
+			out++;
+		}
+		bool idle = !out && !rc && !j->stop;
+		if (idle && j->ndone < j->nleaves)
+			pthread_cond_wait(&j->cv, &j->mu); /* chunks may come back */
+		bool stop = j->stop || (idle && j->ndone == j->nleaves);
+		pthread_mutex_unlock(&j->mu);
+		if (stop || rc)
+			break;
+		if (!out)
+			continue;
+		/* Read the replies to the oldest READ. */
+		unsigned slot = head;
+		for (unsigned i = 0; i < count[slot] && !rc; i++) {
+			size_t at = batch[slot][i];
+			leaf *lf = &j->leaves[at];
+			const uint8_t *p;
+			size_t n;
+			int got = link_chunk(&l, lf->id, &p, &n);
+			if (got == 1 && n != lf->len)
+				got = ss_fail(SS_ECORRUPT, "it sent a chunk of %zu bytes for one of %u", n, lf->len);
+			if (got < 0) {
+				rc = got;
+				break;
+			}
+			if (got == 1 && pwrite(j->fd, p, n, (off_t)lf->off) != (ssize_t)n) {
+				/* Our own disk failed: the whole download fails. */
+				rc = ss_fail_errno("cannot write %s", j->d->part);
+				pthread_mutex_lock(&j->mu);
+				snprintf(j->d->reason, sizeof j->d->reason, "%s", ss_errmsg(rc));
+				j->stop = true;
+				pthread_mutex_unlock(&j->mu);
+				break;
+			}
+			pthread_mutex_lock(&j->mu);
+			if (got == 1) {
+				lf->state = DONE;
+				j->ndone++;
+				s->bytes += n;
+				j->d->done_bytes += n;
+				seed_add_chunk(lf->id, j->file, lf->off, lf->len);
+			} else {
+				s->missing[at / 8] |= (uint8_t)(1u << (at % 8));
+				lf->state = TODO;
+				j->hint = 0;
+			}
+			pthread_cond_broadcast(&j->cv);
+			pthread_mutex_unlock(&j->mu);
+			batch[slot][i] = SIZE_MAX;
+		}
+		if (rc)
+			break;
+		head = (head + 1) % SWARM_DEPTH;
+		out--;
+	}
+	pthread_mutex_lock(&j->mu);
+	for (unsigned k = 0; k < out; k++) {
+		unsigned slot = (head + k) % SWARM_DEPTH;
+		for (unsigned i = 0; i < count[slot]; i++)
+			if (batch[slot][i] != SIZE_MAX)
+				give_back(j, &batch[slot][i], 1);
+	}
+	s->state = rc == SS_ECORRUPT || rc == SS_EAUTH ? SRC_BAD : rc ? SRC_DEAD : SRC_IDLE;
+	s->ended = now_mono();
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+	char hex[HASH_HEX_LEN + 1];
+	hex_encode(s->id, HASH_LEN, hex);
+	if (rc == SS_ECORRUPT || rc == SS_EAUTH)
+		log_warn("download %s: dropping seeder %s (%.16s): %s", j->d->t.name, s->addr, hex, ss_errmsg(rc));
+	else if (rc)
+		log_info("download %s: seeder %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
+	log_info("download %s: %llu bytes from %s", j->d->t.name, (unsigned long long)s->bytes, s->addr);
+	link_close(&l);
+	return NULL;
+}
+
+/* ---- the coordinator ---- */
+
+typedef struct found {
+	job *j;
+	unsigned added;
+} found;
+
+static int add_seeder(void *ctx, const msg *m)
+{
+	found *f = ctx;
+	job *j = f->j;
+	if (!memcmp(m->seeder.id, j->sw->node_id, HASH_LEN))
+		return 0; /* ourselves */
+	pthread_mutex_lock(&j->mu);
+	source *s = NULL;
+	for (unsigned i = 0; i < j->nsrc && !s; i++)
+		if (!memcmp(j->src[i].id, m->seeder.id, HASH_LEN))
+			s = &j->src[i];
+	if (!s && j->nsrc < MAX_KNOWN) {
+		s = &j->src[j->nsrc++];
+		memset(s, 0, sizeof *s);
+		s->job = j;
+		memcpy(s->id, m->seeder.id, HASH_LEN);
+		s->missing = xcalloc(j->nleaves / 8 + 1, 1);
+		f->added++;
+	}
+	if (s && s->state != SRC_RUNNING)
+		snprintf(s->addr, sizeof s->addr, "%s", m->seeder.addr); /* it may have moved */
+	pthread_mutex_unlock(&j->mu);
+	return 0;
+}
+
+static void ask_trackers(job *j)
+{
+	found f = {.j = j};
+	int rc = trackers_seeders(&j->sw->ts, j->d->t.root, j->d->t.trackers, j->d->t.ntrackers, add_seeder, &f);
+	if (rc)
+		log_info("download %s: %s", j->d->t.name, ss_errmsg(rc));
+	pthread_mutex_lock(&j->mu);
+	/* What a seeder lacked a moment ago it may hold now (another
+	 * downloader that got further). */
+	for (unsigned i = 0; i < j->nsrc; i++)
+		memset(j->src[i].missing, 0, j->nleaves / 8 + 1);
+	j->hint = 0;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* Start workers on idle seeders, up to SWARM_MAX_SOURCES (under j->mu);
+ * the number running. */
+static unsigned start_workers(job *j, double now)
+{
+	unsigned running = 0;
+	for (unsigned i = 0; i < j->nsrc; i++)
+		running += j->src[i].state == SRC_RUNNING;
+	for (unsigned i = 0; i < j->nsrc && running < SWARM_MAX_SOURCES; i++) {
+		source *s = &j->src[i];
+		if (s->state == SRC_BAD || s->state == SRC_RUNNING ||
+		    (s->state == SRC_DEAD && now - s->ended < RETRY_DEAD_S))
+			continue;
+		if (s->joinable)
+			pthread_join(s->thread, NULL);
+		s->joinable = false;
+		s->state = SRC_RUNNING;
+		if (pthread_create(&s->thread, NULL, worker, s)) {
+			s->state = SRC_DEAD;
+			s->ended = now;
+			continue;
+		}
+		s->joinable = true;
+		running++;
+	}
+	return running;
+}
+
+static void stop_workers(job *j)
+{
+	pthread_mutex_lock(&j->mu);
+	j->stop = true;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+	for (unsigned i = 0; i < j->nsrc; i++)
+		if (j->src[i].joinable) {
+			/* A worker blocked on a silent seeder wakes within TRACKERS_IO_MS;
+			 * shutting the socket down would be quicker but races its
+			 * close. */
+			pthread_join(j->src[i].thread, NULL);
+			j->src[i].joinable = false;
+		}
+}
+
+/* The tree, from whichever seeder gives it first. */
+static int get_tree(job *j)
+{
+	int rc = SS_ENOENT;
+	for (unsigned i = 0; i < j->nsrc && rc; i++) {
+		source *s = &j->src[i];
+		seeder_link l;
+		if (!(rc = link_open(j->sw, s->addr, &l)))
+			rc = fetch_tree(j, &l);
+		link_close(&l);
+		if (rc) {
+			log_info("download %s: tree from %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
+			s->state = rc == SS_ECORRUPT ? SRC_BAD : SRC_DEAD;
+			s->ended = now_mono();
+		}
+	}
+	return rc;
+}
+
+static void set_state(job *j, dl_state st, const char *reason)
+{
+	pthread_mutex_lock(&j->sw->mu);
+	j->d->state = st;
+	j->d->finished = now_mono();
+	if (reason && !j->d->reason[0])
+		snprintf(j->d->reason, sizeof j->d->reason, "%s", reason);
+	pthread_cond_broadcast(&j->sw->cv);
+	pthread_mutex_unlock(&j->sw->mu);
+}
+
+static bool aborted(swarm *sw)
+{
+	pthread_mutex_lock(&sw->mu);
+	bool a = sw->abort;
+	pthread_mutex_unlock(&sw->mu);
+	return a;
+}
+
+static int run(job *j)
+{
+	download *d = j->d;
+	double last_progress = now_mono(), last_ask = 0;
+	int rc = 0;
+	/* Seeders, then the tree. */
+	for (;;) {
+		if (aborted(j->sw))
+			return ss_fail(SS_EINVAL, "aborted");
+		ask_trackers(j);
+		last_ask = now_mono();
+		if (j->nsrc && !(rc = get_tree(j)))
+			break;
+		if (now_mono() - last_progress > SWARM_NO_SEEDER_MS / 1000.0)
+			return j->nsrc ? rc : ss_fail(SS_ENOENT, "no seeder has it");
+		for (unsigned i = 0; i < j->nsrc; i++)
+			if (j->src[i].state == SRC_DEAD)
+				j->src[i].state = SRC_IDLE;
+		usleep(500 * 1000);
+	}
+	for (unsigned i = 0; i < j->nsrc; i++) {
+		free(j->src[i].missing);
+		j->src[i].missing = xcalloc(j->nleaves / 8 + 1, 1);
+		if (j->src[i].state == SRC_DEAD)
+			j->src[i].state = SRC_IDLE;
+	}
+	/* The chunks. */
+	j->fd = open(d->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (j->fd < 0)
+		return ss_fail_errno("cannot create %s", d->part);
+	if (ftruncate(j->fd, (off_t)d->t.size) < 0)
+		return ss_fail_errno("cannot size %s", d->part);
+	if ((j->file = seed_file_open(d->part)) < 0)
+		return j->file;
+	size_t last_done = 0;
+	pthread_mutex_lock(&j->mu);
+	while (j->ndone < j->nleaves && !j->stop) {
+		double now = now_mono();
+		unsigned running = start_workers(j, now);
+		pthread_mutex_lock(&j->sw->mu);
+		d->sources = running;
+		bool abort = j->sw->abort;
+		pthread_mutex_unlock(&j->sw->mu);
+		if (abort) {
+			rc = ss_fail(SS_EINVAL, "aborted");
+			break;
+		}
+		if (j->ndone != last_done)
+			last_done = j->ndone, last_progress = now;
+		if (now - last_progress > SWARM_NO_SEEDER_MS / 1000.0) {
+			rc = ss_fail(SS_EUNAVAIL, "no seeder sent anything for %d s (%zu of %zu chunks missing)",
+				     SWARM_NO_SEEDER_MS / 1000, j->nleaves - j->ndone, j->nleaves);
+			break;
+		}
+		if (now - last_ask > REQUERY_S || !running) {
+			pthread_mutex_unlock(&j->mu);
+			ask_trackers(j);
+			last_ask = now_mono();
+			pthread_mutex_lock(&j->mu);
+			continue;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 300 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L)
+			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+		pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+	}
+	bool complete = j->ndone == j->nleaves;
+	if (!rc && !complete)
+		rc = ss_fail(SS_EIO, "%s", d->reason[0] ? d->reason : "stopped");
+	pthread_mutex_unlock(&j->mu);
+	stop_workers(j);
+	pthread_mutex_lock(&j->sw->mu);
+	d->sources = 0;
+	pthread_mutex_unlock(&j->sw->mu);
+	if (rc)
+		return rc;
+	if (fsync(j->fd) < 0)
+		return ss_fail_errno("cannot sync %s", d->part);
+	if (rename(d->part, d->dest) < 0)
+		return ss_fail_errno("cannot rename %s to %s", d->part, d->dest);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", d->dest);
+	fsync_dir(dirname(dir));
+	return 0;
+}
+
+static void *coordinator(void *arg)
+{
+	job *j = arg;
+	download *d = j->d;
+	j->fd = j->file = -1;
+	int rc = run(j);
+	if (j->fd >= 0)
+		close(j->fd);
+	for (unsigned i = 0; i < j->nsrc; i++)
+		free(j->src[i].missing);
+	free(j->leaves);
+	if (rc) {
+		log_warn("download %s to %s failed: %s", d->t.name, d->dest, ss_errmsg(rc));
+		if (j->file >= 0)
+			seed_file_close(j->file);
+		unlink(d->part);
+		set_state(j, DL_FAILED, ss_errmsg(rc));
+	} else {
+		log_info("download %s to %s complete (%llu bytes)", d->t.name, d->dest, (unsigned long long)d->t.size);
+		set_state(j, DL_DONE, NULL);
+		if ((rc = swarm_share(j->sw, &d->t, d->dest, "", j->file)))
+			log_warn("cannot seed %s: %s", d->dest, ss_errmsg(rc));
+	}
+	pthread_mutex_destroy(&j->mu);
+	pthread_cond_destroy(&j->cv);
+	free(j);
+	return NULL;
+}
+
+int download_start(swarm *sw, const mtorrent *t, const char *dest)
+{
+	download *d = xcalloc(1, sizeof *d);
+	d->t = *t;
+	struct stat st;
+	int n = stat(dest, &st) == 0 && S_ISDIR(st.st_mode) ? snprintf(d->dest, sizeof d->dest, "%s/%s", dest, t->name)
+							     : snprintf(d->dest, sizeof d->dest, "%s", dest);
+	if (n >= (int)sizeof d->dest || snprintf(d->part, sizeof d->part, "%s.part", d->dest) >= (int)sizeof d->part) {
+		free(d);
+		return ss_fail(SS_ETOOBIG, "destination path too long");
+	}
+	d->state = DL_RUNNING;
+	d->started = now_mono();
+	job *j = xcalloc(1, sizeof *j);
+	j->sw = sw;
+	j->d = d;
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	pthread_mutex_lock(&sw->mu);
+	int rc = 0;
+	if (sw->ndownloads == SWARM_MAX_DOWNLOADS)
+		rc = ss_fail(SS_ETOOBIG, "at most %d downloads per session", SWARM_MAX_DOWNLOADS);
+	else if (pthread_create(&d->thread, NULL, coordinator, j))
+		rc = ss_fail(SS_EIO, "cannot start a download thread");
+	else
+		sw->downloads[sw->ndownloads++] = d;
+	pthread_mutex_unlock(&sw->mu);
+	if (rc) {
+		pthread_mutex_destroy(&j->mu);
+		pthread_cond_destroy(&j->cv);
+		free(j);
+		free(d);
+	}
+	return rc;
+}
