@@ -47,7 +47,7 @@ int tracker_main(int argc, char **argv)
 	o.peers[o.npeers++] = argv[2];
 	o.write_quorum = "1";
 	o.quorum_timeout_ms = SERVER_QUORUM_MS;
-	o.retention_ms = SERVER_RETENTION_MS;
+	o.retention_ms = 3600 * 1000; /* registry history is of little use */
 	o.scrub_interval_ms = SERVER_SCRUB_INTERVAL_MS;
 	o.scrub_rate_mb = SERVER_SCRUB_RATE_MB;
 	o.seederlist = argv[3];

@@ -39,6 +39,8 @@ static void state_save(swarm *sw)
 	char hex[HASH_HEX_LEN + 1], path[PATH_MAX];
 	buf_append(&b, "# syncstore client shares 1: root<TAB>local path\n", 49);
 	for (unsigned i = 0; i < sw->nshares; i++) {
+		if (sw->shares[i].partial)
+			continue; /* a download's DEST.part: not there after a restart */
 		hex_encode(sw->shares[i].t.root, HASH_LEN, hex);
 		buf_append(&b, hex, HASH_HEX_LEN);
 		buf_append(&b, "\t", 1);
@@ -122,7 +124,7 @@ static int hash_file(const char *path, mtorrent *t, int *file)
 	return rc < 0 ? rc : 0;
 }
 
-int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file)
+int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file, bool partial)
 {
 	char abs[PATH_MAX];
 	if (!realpath(path, abs))
@@ -144,13 +146,34 @@ int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtor
 		s = &sw->shares[sw->nshares++];
 	s->t = *t;
 	s->file = file;
-	snprintf(s->path, sizeof s->path, "%s", abs);
-	snprintf(s->mtorrent, sizeof s->mtorrent, "%s", mtorrent_path);
+	s->partial = partial;
+	str_copy(s->path, sizeof s->path, abs);
+	str_copy(s->mtorrent, sizeof s->mtorrent, mtorrent_path);
 	state_save(sw);
 	pthread_mutex_unlock(&sw->mu);
 	if (old >= 0 && old != file)
 		seed_file_close(old);
 	return trackers_announce(&sw->ts, t->root, t->size, t->name, 0);
+}
+
+int swarm_unshare(swarm *sw, const mtorrent *t, bool *ours, const char *mtorrent_path)
+{
+	int file = -1;
+	pthread_mutex_lock(&sw->mu);
+	for (unsigned i = 0; i < sw->nshares; i++)
+		if (!memcmp(sw->shares[i].t.root, t->root, HASH_LEN)) {
+			file = sw->shares[i].file;
+			if (ours)
+				*ours = mtorrent_path && !strcmp(sw->shares[i].mtorrent, mtorrent_path);
+			sw->shares[i] = sw->shares[--sw->nshares];
+			state_save(sw);
+			break;
+		}
+	pthread_mutex_unlock(&sw->mu);
+	if (file < 0)
+		return ss_fail(SS_ENOENT, "not sharing %s", t->name);
+	seed_file_close(file);
+	return trackers_announce(&sw->ts, t->root, t->size, t->name, WIRE_ANNOUNCE_WITHDRAW);
 }
 
 static void do_share(swarm *sw, int argc, char **argv)
@@ -179,7 +202,7 @@ static void do_share(swarm *sw, int argc, char **argv)
 		fprintf(stderr, "share: %s\n", ss_errmsg(rc));
 		return;
 	}
-	rc = swarm_share(sw, &t, argv[1], argv[2], file);
+	rc = swarm_share(sw, &t, argv[1], argv[2], file, false);
 	char size[16];
 	fmt_size(t.size, size);
 	if (rc)
@@ -201,25 +224,15 @@ static void do_remove(swarm *sw, int argc, char **argv)
 		fprintf(stderr, "remove: %s\n", ss_errmsg(rc));
 		return;
 	}
-	int file = -1;
-	pthread_mutex_lock(&sw->mu);
-	for (unsigned i = 0; i < sw->nshares; i++)
-		if (!memcmp(sw->shares[i].t.root, t.root, HASH_LEN)) {
-			file = sw->shares[i].file;
-			sw->shares[i] = sw->shares[--sw->nshares];
-			state_save(sw);
-			break;
-		}
-	pthread_mutex_unlock(&sw->mu);
-	if (file < 0) {
+	bool ours = false;
+	rc = swarm_unshare(sw, &t, &ours, argv[1]);
+	if (rc == SS_ENOENT) {
 		fprintf(stderr, "remove: not sharing %s\n", argv[1]);
 		return;
 	}
-	seed_file_close(file);
-	rc = trackers_announce(&sw->ts, t.root, t.size, t.name, WIRE_ANNOUNCE_WITHDRAW);
-	/* The .mtorrent is the share's token: gone, it is not announced again
-	 * at the next start. */
-	if (unlink(argv[1]) < 0)
+	/* A .mtorrent our `share` wrote is the share's token: gone, it is not
+	 * announced again at the next start.  Another's (a download's) stays. */
+	if (ours && unlink(argv[1]) < 0)
 		log_warn("cannot delete %s: %s", argv[1], strerror(errno));
 	if (rc)
 		fprintf(stderr, "remove: %s is no longer served, but %s\n", t.name, ss_errmsg(rc));
@@ -301,7 +314,7 @@ static void announce_cwd(swarm *sw)
 			seed_file_close(file);
 			continue;
 		}
-		rc = swarm_share(sw, &t, path, e->d_name, file);
+		rc = swarm_share(sw, &t, path, e->d_name, file, false);
 		log_info("announced %s (%s)%s%s", e->d_name, path, rc ? ": " : "", rc ? ss_errmsg(rc) : "");
 	}
 	closedir(dir);
@@ -452,17 +465,24 @@ static int finish(swarm *sw, reader *r)
 	return status;
 }
 
+/* SIGINT, SIGTERM: abort the downloads and close (the shell polls sw->abort). */
 static void *signals(void *arg)
 {
 	sigset_t *set = arg;
 	int sig;
 	while (sigwait(set, &sig) == 0) {
-		log_info("signal %d: aborting downloads", sig);
+		log_info("signal %d: aborting downloads and closing", sig);
 		abort_downloads(&SW);
-		/* Closing standard input wakes the shell, which then finishes. */
-		close(0);
 	}
 	return NULL;
+}
+
+static bool aborting(swarm *sw)
+{
+	pthread_mutex_lock(&sw->mu);
+	bool a = sw->abort;
+	pthread_mutex_unlock(&sw->mu);
+	return a;
 }
 
 static void dispatch(swarm *sw, char *line, bool *closing)
@@ -564,7 +584,10 @@ int swarm_client_main(int argc, char **argv)
 			printf("> ");
 			fflush(stdout);
 		}
-		if (read_line(&r, line, -1) != 1)
+		int got;
+		while ((got = read_line(&r, line, 200)) < 0 && !aborting(sw))
+			;
+		if (got != 1)
 			break;
 		dispatch(sw, line, &closing);
 	}

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -51,6 +52,7 @@ typedef struct source {
 	pthread_t thread;
 	uint64_t bytes;
 	uint8_t *missing;  /* bitmap over leaves: it answered MISSING */
+	int fd;            /* its socket while the worker runs (under job.mu), else -1 */
 } source;
 
 typedef struct job {
@@ -64,6 +66,7 @@ typedef struct job {
 	source src[MAX_KNOWN];
 	unsigned nsrc;
 	bool stop;
+	bool shared; /* announced as a (partial) seeder */
 } job;
 
 /* ---- talking to one seeder ---- */
@@ -260,6 +263,9 @@ static void *worker(void *arg)
 	unsigned count[SWARM_DEPTH] = {0}, head = 0, out = 0; /* a ring of READs in flight */
 	seeder_link l;
 	int rc = link_open(j->sw, s->addr, &l);
+	pthread_mutex_lock(&j->mu);
+	s->fd = l.c.fd;
+	pthread_mutex_unlock(&j->mu);
 	if (!rc && memcmp(l.c.peer.id, s->id, HASH_LEN))
 		rc = ss_fail(SS_EAUTH, "%s is not the seeder the tracker named", s->addr);
 	while (!rc) {
@@ -312,7 +318,7 @@ static void *worker(void *arg)
 				lf->state = DONE;
 				j->ndone++;
 				s->bytes += n;
-				j->d->done_bytes += n;
+				__atomic_add_fetch(&j->d->done_bytes, n, __ATOMIC_RELAXED);
 				seed_add_chunk(lf->id, j->file, lf->off, lf->len);
 			} else {
 				s->missing[at / 8] |= (uint8_t)(1u << (at % 8));
@@ -335,14 +341,17 @@ static void *worker(void *arg)
 			if (batch[slot][i] != SIZE_MAX)
 				give_back(j, &batch[slot][i], 1);
 	}
+	s->fd = -1;
 	s->state = rc == SS_ECORRUPT || rc == SS_EAUTH ? SRC_BAD : rc ? SRC_DEAD : SRC_IDLE;
 	s->ended = now_mono();
 	pthread_cond_broadcast(&j->cv);
 	pthread_mutex_unlock(&j->mu);
 	char hex[HASH_HEX_LEN + 1];
 	hex_encode(s->id, HASH_LEN, hex);
-	if (rc == SS_ECORRUPT || rc == SS_EAUTH)
+	if (rc == SS_ECORRUPT || rc == SS_EAUTH) {
 		log_warn("download %s: dropping seeder %s (%.16s): %s", j->d->t.name, s->addr, hex, ss_errmsg(rc));
+		fprintf(stderr, "client: download %s: dropped seeder %s: %s\n", j->d->t.name, s->addr, ss_errmsg(rc));
+	}
 	else if (rc)
 		log_info("download %s: seeder %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
 	log_info("download %s: %llu bytes from %s", j->d->t.name, (unsigned long long)s->bytes, s->addr);
@@ -374,6 +383,7 @@ static int add_seeder(void *ctx, const msg *m)
 		s->job = j;
 		memcpy(s->id, m->seeder.id, HASH_LEN);
 		s->missing = xcalloc(j->nleaves / 8 + 1, 1);
+		s->fd = -1;
 		f->added++;
 	}
 	if (s && s->state != SRC_RUNNING)
@@ -430,12 +440,14 @@ static void stop_workers(job *j)
 	pthread_mutex_lock(&j->mu);
 	j->stop = true;
 	pthread_cond_broadcast(&j->cv);
+	/* Wake workers blocked on a seeder (the fd stays open until the worker,
+	 * under this lock, stops publishing it). */
+	for (unsigned i = 0; i < j->nsrc; i++)
+		if (j->src[i].state == SRC_RUNNING && j->src[i].fd >= 0)
+			shutdown(j->src[i].fd, SHUT_RDWR);
 	pthread_mutex_unlock(&j->mu);
 	for (unsigned i = 0; i < j->nsrc; i++)
 		if (j->src[i].joinable) {
-			/* A worker blocked on a silent seeder wakes within TRACKERS_IO_MS;
-			 * shutting the socket down would be quicker but races its
-			 * close. */
 			pthread_join(j->src[i].thread, NULL);
 			j->src[i].joinable = false;
 		}
@@ -513,6 +525,12 @@ static int run(job *j)
 		return ss_fail_errno("cannot size %s", d->part);
 	if ((j->file = seed_file_open(d->part)) < 0)
 		return j->file;
+	/* Seed while downloading: others get what is verified here so far
+	 * (MISSING for the rest). */
+	if ((rc = swarm_share(j->sw, &d->t, d->part, "", j->file, true)))
+		log_info("download %s: not announced yet: %s", d->t.name, ss_errmsg(rc));
+	j->shared = true;
+	rc = 0;
 	size_t last_done = 0;
 	pthread_mutex_lock(&j->mu);
 	while (j->ndone < j->nleaves && !j->stop) {
@@ -580,14 +598,16 @@ static void *coordinator(void *arg)
 	free(j->leaves);
 	if (rc) {
 		log_warn("download %s to %s failed: %s", d->t.name, d->dest, ss_errmsg(rc));
-		if (j->file >= 0)
+		if (j->shared)
+			swarm_unshare(j->sw, &d->t, NULL, NULL);
+		else if (j->file >= 0)
 			seed_file_close(j->file);
 		unlink(d->part);
 		set_state(j, DL_FAILED, ss_errmsg(rc));
 	} else {
 		log_info("download %s to %s complete (%llu bytes)", d->t.name, d->dest, (unsigned long long)d->t.size);
 		set_state(j, DL_DONE, NULL);
-		if ((rc = swarm_share(j->sw, &d->t, d->dest, "", j->file)))
+		if ((rc = swarm_share(j->sw, &d->t, d->dest, "", j->file, false)))
 			log_warn("cannot seed %s: %s", d->dest, ss_errmsg(rc));
 	}
 	pthread_mutex_destroy(&j->mu);

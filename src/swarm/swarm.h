@@ -39,6 +39,7 @@ typedef struct share {
 	char path[PATH_MAX];     /* the data */
 	char mtorrent[PATH_MAX]; /* its .mtorrent, as given ("" for a download's) */
 	int file;                /* seed.c file slot */
+	bool partial;            /* a download still running: served as far as verified */
 } share;
 
 typedef enum { DL_RUNNING, DL_DONE, DL_FAILED } dl_state;
@@ -92,7 +93,11 @@ void seed_stop(swarm *sw);
 int download_start(swarm *sw, const mtorrent *t, const char *dest);
 
 /* ---- client.c ---- */
-/* Serve and announce a file (after a download, or at start). */
-int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file);
+/* Serve and announce a file (seed.c slot `file`, taken over), replacing a
+ * share of the same root; partial: a running download's DEST.part. */
+int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file, bool partial);
+/* Stop serving t's root and withdraw it; *ours (may be NULL): it was shared
+ * by `share` under mtorrent_path.  SS_ENOENT if not shared. */
+int swarm_unshare(swarm *sw, const mtorrent *t, bool *ours, const char *mtorrent_path);
 
 #endif
