@@ -61,7 +61,7 @@ typedef struct job {
 	pthread_mutex_t mu; /* the leaves, the sources (with sw->mu never held inside) */
 	pthread_cond_t cv;
 	leaf *leaves;
-	size_t nleaves, ndone, hint;
+	size_t nleaves, capleaves, ndone, hint;
 	int fd, file;
 	source src[MAX_KNOWN];
 	unsigned nsrc;
@@ -181,15 +181,18 @@ static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, 
 				}
 				/* Every chunk but the last is ≥ CDC_MIN: the list stays
 				 * within size / CDC_MIN entries whatever the tree says. */
-				leaf *prev = j->nleaves ? &j->leaves[j->nleaves - 1] : NULL;
+				const leaf *prev = j->nleaves ? &j->leaves[j->nleaves - 1] : NULL;
 				if (te.size > CDC_MAX || (prev && prev->len < CDC_MIN))
 					return ss_fail(SS_ECORRUPT, "the tree lists a chunk of %llu bytes",
 						       (unsigned long long)te.size);
-				if (!(j->nleaves & (j->nleaves + 1)) || !j->leaves)
-					j->leaves = xrealloc(j->leaves, 2 * (j->nleaves + 1) * sizeof *j->leaves);
+				uint64_t off = prev ? prev->off + prev->len : 0;
+				if (j->nleaves == j->capleaves) {
+					j->capleaves = j->capleaves ? 2 * j->capleaves : 256;
+					j->leaves = xrealloc(j->leaves, j->capleaves * sizeof *j->leaves);
+				}
 				leaf *lf = &j->leaves[j->nleaves++];
 				memcpy(lf->id, te.id, HASH_LEN);
-				lf->off = prev ? prev->off + prev->len : 0;
+				lf->off = off;
 				lf->len = (uint32_t)te.size;
 				lf->state = TODO;
 			}
