@@ -264,6 +264,7 @@ static void *worker(void *arg)
 	job *j = s->job;
 	size_t batch[SWARM_DEPTH][SWARM_BATCH];
 	unsigned count[SWARM_DEPTH] = {0}, head = 0, out = 0; /* a ring of READs in flight */
+	uint64_t unsynced = 0;
 	seeder_link l;
 	int rc = link_open(j->sw, s->addr, &l);
 	pthread_mutex_lock(&j->mu);
@@ -315,6 +316,12 @@ static void *worker(void *arg)
 				j->stop = true;
 				pthread_mutex_unlock(&j->mu);
 				break;
+			}
+			/* Start writing back what arrived, so that the fsync at
+			 * the end has little left to do. */
+			if (got == 1 && (unsynced += n) >= (16u << 20)) {
+				sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+				unsynced = 0;
 			}
 			pthread_mutex_lock(&j->mu);
 			if (got == 1) {
