@@ -86,7 +86,8 @@ typedef struct hasher {
 static int on_node(void *ctx, uint8_t level, const uint8_t *node, size_t len, const uint8_t id[HASH_LEN],
 		   uint64_t size)
 {
-	seed_add_node(id, node, len);
+	hasher *h = ctx;
+	seed_add_node(id, node, len, h->file);
 	return 0;
 }
 

@@ -168,7 +168,7 @@ static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, 
 					     (unsigned long long)tree_node_size(&nd));
 				break;
 			}
-			seed_add_node(cur->ids[base + i], p, n);
+			seed_add_node(cur->ids[base + i], p, n, j->file);
 			for (unsigned e = 0; e < nd.count; e++) {
 				tree_entry te;
 				tree_node_entry(&nd, e, &te);
@@ -506,6 +506,14 @@ static int run(job *j)
 	download *d = j->d;
 	double last_progress = now_mono(), last_ask = 0;
 	int rc = 0;
+	/* The file the chunks go to (and are served from as they arrive). */
+	j->fd = open(d->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (j->fd < 0)
+		return ss_fail_errno("cannot create %s", d->part);
+	if (ftruncate(j->fd, (off_t)d->t.size) < 0)
+		return ss_fail_errno("cannot size %s", d->part);
+	if ((j->file = seed_file_open(d->part)) < 0)
+		return j->file;
 	/* Seeders, then the tree. */
 	for (;;) {
 		if (aborted(j->sw))
@@ -527,15 +535,7 @@ static int run(job *j)
 		if (j->src[i].state == SRC_DEAD)
 			j->src[i].state = SRC_IDLE;
 	}
-	/* The chunks. */
-	j->fd = open(d->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (j->fd < 0)
-		return ss_fail_errno("cannot create %s", d->part);
-	if (ftruncate(j->fd, (off_t)d->t.size) < 0)
-		return ss_fail_errno("cannot size %s", d->part);
-	if ((j->file = seed_file_open(d->part)) < 0)
-		return j->file;
-	/* Seed while downloading: others get what is verified here so far
+	/* The chunks.  Seed while downloading: others get what is verified here so far
 	 * (MISSING for the rest). */
 	if ((rc = swarm_share(j->sw, &d->t, d->part, "", j->file, true)))
 		log_info("download %s: not announced yet: %s", d->t.name, ss_errmsg(rc));

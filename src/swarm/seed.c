@@ -27,7 +27,7 @@
 typedef struct slot {
 	uint8_t id[HASH_LEN];
 	bool used;
-	int file;        /* file slot; for a node, the file it belongs to */
+	int file;        /* file slot (a node's: the file whose tree it is in) */
 	uint64_t off;
 	uint32_t len;
 	uint8_t *node;   /* a tree node's bytes, or NULL for a data chunk */
@@ -145,10 +145,9 @@ void seed_add_chunk(const uint8_t id[HASH_LEN], int file, uint64_t off, uint32_t
 	pthread_mutex_unlock(&S.mu);
 }
 
-void seed_add_node(const uint8_t id[HASH_LEN], const uint8_t *bytes, size_t len)
+void seed_add_node(const uint8_t id[HASH_LEN], const uint8_t *bytes, size_t len, int file)
 {
-	/* Nodes are not tied to a file's bytes; -1 keeps them until exit. */
-	slot e = {.file = -1, .len = (uint32_t)len, .node = xmalloc(len)};
+	slot e = {.file = file, .len = (uint32_t)len, .node = xmalloc(len)};
 	memcpy(e.node, bytes, len);
 	memcpy(e.id, id, HASH_LEN);
 	pthread_mutex_lock(&S.mu);
@@ -163,9 +162,12 @@ void seed_drop_file(int file)
 	size_t oldcap = S.cap;
 	S.tab = oldcap ? xcalloc(oldcap, sizeof *S.tab) : NULL;
 	S.n = 0;
-	for (size_t i = 0; i < oldcap; i++)
+	for (size_t i = 0; i < oldcap; i++) {
 		if (old[i].used && old[i].file != file)
 			insert_locked(&old[i]);
+		else if (old[i].used)
+			free(old[i].node);
+	}
 	free(old);
 	pthread_mutex_unlock(&S.mu);
 }
@@ -177,7 +179,7 @@ static bool lookup(const uint8_t id[HASH_LEN], slot *out, uint8_t *node)
 	pthread_mutex_lock(&S.mu);
 	for (size_t i = S.cap ? hash_of(id) & (S.cap - 1) : 0; S.cap && S.tab[i].used; i = (i + 1) & (S.cap - 1)) {
 		slot *e = &S.tab[i];
-		if (memcmp(e->id, id, HASH_LEN) || (!e->node && S.files[e->file].closing))
+		if (memcmp(e->id, id, HASH_LEN) || S.files[e->file].closing)
 			continue;
 		*out = *e;
 		if (e->node)

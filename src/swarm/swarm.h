@@ -80,10 +80,10 @@ typedef struct swarm {
 /* Open path for serving; the slot number, or <0. */
 int seed_file_open(const char *path);
 void seed_file_close(int file);
-/* A data chunk at (file, off, len), or a tree node's bytes (copied). */
+/* A data chunk at (file, off, len), or a node of file's tree (copied). */
 void seed_add_chunk(const uint8_t id[HASH_LEN], int file, uint64_t off, uint32_t len);
-void seed_add_node(const uint8_t id[HASH_LEN], const uint8_t *bytes, size_t len);
-/* Forget everything of one file (its chunks; nodes are dropped with it). */
+void seed_add_node(const uint8_t id[HASH_LEN], const uint8_t *bytes, size_t len, int file);
+/* Forget everything of one file: its chunks and its tree's nodes. */
 void seed_drop_file(int file);
 /* Start the upload acceptor on sw->addr. */
 int seed_start(swarm *sw);

@@ -505,3 +505,27 @@ def test_tracker_replicates_only_with_trackers(swarm, trackers, ca, tmp_path):
             assert t != MSG_ERROR, "PULL from a tracker certificate refused: " + error_text(p)
             if t == MSG_PULLED:
                 break
+
+
+def test_server_with_tracker_seeds_what_it_holds(swarm, trackers, make_server, tmp_path):
+    """A storage server started with --tracker registers as a seeder of every
+    file it holds; a `get` draws from it and from a client together."""
+    t1, t2 = trackers
+    src = make_file(tmp_path / "src" / "both.bin", 8 * MiB, seed=40)
+    srv = make_server(extra=("--tracker", t1.addr, "--tracker", t2.addr))
+    srv.put(src, "media/both.bin")
+    a, c = swarm.client("A"), swarm.client("C")
+    mt = a.share(src, "both.mtorrent")
+    for t in (t1, t2):
+        t.wait_listed(mt.root, srv.addr)
+        t.wait_listed(mt.root, a.addr)
+    c.get(swarm.give(mt, c), "both.bin")
+    c.wait_done("both.bin")
+    assert_same_file(c.cwd / "both.bin", src)
+    assert c.close() == 0, swarm.report()
+    got = {m.group(2): int(m.group(1)) for m in re.finditer(r"both\.bin: (\d+) bytes from (\S+)", c.log())}
+    assert got.get(srv.addr, 0) >= 128 * KiB and got.get(a.addr, 0) >= 128 * KiB, \
+        f"the server and the client should both have sent data; C's log says {got}"
+    # A file removed from the server is withdrawn from the trackers.
+    srv.cli("rm", "media/both.bin")
+    t1.wait_unlisted(mt.root, srv.addr)
