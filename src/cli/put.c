@@ -82,16 +82,104 @@ typedef struct producer {
  * fsync each.  The put succeeds only once the last barrier has. */
 #define PUT_BARRIER_EVERY 256
 
+/* Small files of a directory put go whole in one PUT_SMALL frame each,
+ * without waiting for the answer; up to PUT_SMALL_WINDOW are in flight, and
+ * the server commits those that arrived together in one transaction. */
+#define PUT_SMALL_WINDOW 512
+#define PUT_BARRIER_SMALL 4096
+
 typedef struct put_stats {
 	uint64_t files, file_bytes, sent; /* sent: frame bytes, for the summary */
 	bool defer;                       /* inside a directory put */
 	uint64_t unacked_seq;             /* highest deferred commit not yet behind a barrier */
 	unsigned unacked;
+	/* PUT_SMALLs sent and not answered yet: a ring of their local paths
+	 * and sizes, in order. */
+	char *small_path[PUT_SMALL_WINDOW];
+	uint64_t small_size[PUT_SMALL_WINDOW];
+	unsigned small_head, small_out;
+	uint8_t *small_buf; /* WIRE_SMALL_MAX */
 } put_stats;
+
+/* Read the answer to the oldest PUT_SMALL in flight. */
+static int small_answer(client *cl, put_stats *stats)
+{
+	unsigned i = stats->small_head;
+	int rc = msgio_expect(&cl->io, MSG_OK, cl->m);
+	if (rc) {
+		char why[WIRE_TEXT_MAX];
+		snprintf(why, sizeof why, "%s", ss_errmsg(rc));
+		rc = ss_fail(rc, "%s: %s", stats->small_path[i], why);
+	} else {
+		stats->files++;
+		stats->file_bytes += stats->small_size[i];
+		stats->unacked_seq = MAX(stats->unacked_seq, cl->m->ok.value);
+		stats->unacked++;
+	}
+	free(stats->small_path[i]);
+	stats->small_path[i] = NULL;
+	stats->small_head = (i + 1) % PUT_SMALL_WINDOW;
+	stats->small_out--;
+	return rc;
+}
+
+/* Collect every answer still due (before a request that wants its own).
+ * The first failure ends the put: the answers after it are not read. */
+static int small_drain(client *cl, put_stats *stats)
+{
+	int rc = 0;
+	while (stats->small_out && !rc)
+		rc = small_answer(cl, stats);
+	return rc;
+}
+
+static void small_free(put_stats *stats)
+{
+	for (unsigned i = 0; i < PUT_SMALL_WINDOW; i++)
+		free(stats->small_path[i]);
+	free(stats->small_buf);
+}
+
+static int put_barrier(client *cl, put_stats *stats);
+
+/* One small file of a directory, sent whole (fd open, sb its stat). */
+static int put_small(client *cl, int fd, const struct stat *sb, const char *local, const char *remote,
+		     put_stats *stats)
+{
+	int rc = 0;
+	if (stats->small_out == PUT_SMALL_WINDOW && (rc = small_answer(cl, stats)))
+		return rc;
+	/* A barrier empties the pipeline: small files take one per
+	 * PUT_BARRIER_SMALL rather than per PUT_BARRIER_EVERY. */
+	if (stats->unacked >= PUT_BARRIER_SMALL && (rc = put_barrier(cl, stats)))
+		return rc;
+	if (!stats->small_buf)
+		stats->small_buf = xmalloc(WIRE_SMALL_MAX);
+	size_t n = (size_t)sb->st_size;
+	if ((rc = pread_full(fd, stats->small_buf, n, 0)))
+		return ss_fail(rc, "cannot read %s: %s", local, ss_errmsg(rc));
+	struct stat after;
+	if (fstat(fd, &after) < 0 || after.st_size != sb->st_size || after.st_mtim.tv_sec != sb->st_mtim.tv_sec ||
+	    after.st_mtim.tv_nsec != sb->st_mtim.tv_nsec)
+		return ss_fail(SS_EIO, "%s changed while it was being uploaded: nothing was committed", local);
+	int64_t mtime = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+	uint64_t sent0 = cl->io.out.len;
+	if ((rc = wire_put_small(&cl->io.out, remote, sb->st_mode & 07777, mtime, WIRE_COMMIT_DEFER,
+				 stats->small_buf, n)))
+		return rc;
+	stats->sent += cl->io.out.len - sent0;
+	unsigned i = (stats->small_head + stats->small_out++) % PUT_SMALL_WINDOW;
+	stats->small_path[i] = xstrdup(local);
+	stats->small_size[i] = n;
+	return msgio_maybe_flush(&cl->io);
+}
 
 /* Wait until the write quorum holds every deferred commit so far. */
 static int put_barrier(client *cl, put_stats *stats)
 {
+	int drc = small_drain(cl, stats);
+	if (drc)
+		return drc;
 	if (!stats->unacked)
 		return 0;
 	int rc = wire_barrier(&cl->io.out, stats->unacked_seq);
@@ -464,8 +552,11 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 {
 	msgio *io = &cl->io;
 	int64_t mtime = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+	int rc = small_drain(cl, stats);
+	if (rc)
+		return rc;
 	uint64_t sent0 = io->sent;
-	int rc = wire_put(&io->out, remote, (uint64_t)sb->st_size, sb->st_mode & 07777, mtime, 0);
+	rc = wire_put(&io->out, remote, (uint64_t)sb->st_size, sb->st_mode & 07777, mtime, 0);
 	if (rc || (rc = msgio_expect(io, MSG_OK, cl->m)))
 		return rc;
 
@@ -600,7 +691,10 @@ static int put_path(const cli_opts *o, client *cl, const char *local, const char
 	int fd = open(local, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ss_fail_errno("cannot open %s", local);
-	rc = put_file(o, cl, fd, &sb, local, remote, stats);
+	if (stats->defer && sb.st_size <= (off_t)WIRE_SMALL_MAX)
+		rc = put_small(cl, fd, &sb, local, remote, stats);
+	else
+		rc = put_file(o, cl, fd, &sb, local, remote, stats);
 	close(fd);
 	return rc;
 }
@@ -624,6 +718,7 @@ int cmd_put(const cli_opts *o, int argc, char **argv)
 	put_stats stats = {0};
 	double t0 = now_mono();
 	rc = put_path(o, &cl, local, remote, &stats, 0);
+	small_free(&stats);
 	if (rc == SS_ECLOSED || rc == SS_ETLS)
 		rc = client_pending_error(&cl, rc);
 	client_close(&cl);

@@ -140,6 +140,16 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 		m->put.mtime_ns = (int64_t)get64(&r);
 		m->put.flags = get32(&r);
 		break;
+	case MSG_PUT_SMALL:
+		get_str(&r, m->small.path, sizeof m->small.path);
+		m->small.size = get64(&r);
+		m->small.mode = get32(&r);
+		m->small.mtime_ns = (int64_t)get64(&r);
+		m->small.flags = get32(&r);
+		if (!r.bad && (m->small.size > WIRE_SMALL_MAX || m->small.size != r.n))
+			r.bad = 1;
+		m->small.data = take(&r, r.bad ? 0 : m->small.size);
+		break;
 	case MSG_OFFER:
 	case MSG_READ:
 		m->offer.count = get16(&r);
@@ -379,6 +389,22 @@ int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mti
 	rc |= put32(b, mode);
 	rc |= put64(b, (uint64_t)mtime_ns);
 	rc |= put32(b, flags);
+	return frame_done(b, s, rc);
+}
+
+int wire_put_small(buf *b, const char *path, uint32_t mode, int64_t mtime_ns, uint32_t flags, const void *data,
+		   size_t size)
+{
+	if (size > WIRE_SMALL_MAX)
+		return ss_fail(SS_ETOOBIG, "%zu bytes is too large for PUT_SMALL", size);
+	size_t s = b->len;
+	int rc = frame_begin(b, MSG_PUT_SMALL, 32 + strlen(path) + size);
+	rc |= put_str(b, path);
+	rc |= put64(b, size);
+	rc |= put32(b, mode);
+	rc |= put64(b, (uint64_t)mtime_ns);
+	rc |= put32(b, flags);
+	rc |= buf_append(b, data, size);
 	return frame_done(b, s, rc);
 }
 

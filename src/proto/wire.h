@@ -35,6 +35,7 @@
 #define WIRE_MAX_OFFER 1024 /* ids in one OFFER or WANT */
 #define WIRE_BATCH_NODES 64 /* tree nodes a client may send before SYNC */
 #define WIRE_TEXT_MAX 512
+#define WIRE_SMALL_MAX (64u * 1024) /* bytes of a file sent whole in PUT_SMALL */
 /* Bytes of a CHUNK payload on the wire: raw ≤ CDC_MAX, zstd at most its bound. */
 #define WIRE_CHUNK_MAX (CDC_MAX + CDC_MAX / 128 + 4096)
 
@@ -52,6 +53,9 @@ enum wire_type {
 	MSG_SYNC = 15,   /* (empty) — OK once every chunk and node so far is stored */
 	MSG_COMMIT = 16, /* root id, size u64, flags u32 — OK(seq) once durable (and acknowledged) */
 	MSG_BARRIER = 17, /* seq u64 — OK(copies) once the write quorum holds every commit up to seq */
+	MSG_PUT_SMALL = 18, /* path str, size u64, mode u32, mtime_ns i64, flags u32, then the size bytes of
+			     * the file (≤ WIRE_SMALL_MAX): a whole put in one frame, no reply awaited —
+			     * OK(seq) or ERROR comes later, in order (flags: WIRE_COMMIT_DEFER) */
 
 	MSG_GET = 20,    /* path str, version u64 (0 = current) */
 	MSG_META = 21,   /* record (the version being sent); then NODE/CHUNK stream, END */
@@ -117,6 +121,14 @@ typedef struct msg {
 		struct { const uint8_t *bytes; uint32_t len; } node;
 		struct { uint8_t id[HASH_LEN]; uint8_t flags; uint32_t raw_len; const uint8_t *data; uint32_t len; } chunk;
 		struct { uint8_t root[HASH_LEN]; uint64_t size; uint32_t flags; } commit;
+		struct {
+			char path[SS_PATH_MAX + 1];
+			uint64_t size;
+			uint32_t mode;
+			int64_t mtime_ns;
+			uint32_t flags;
+			const uint8_t *data; /* size bytes */
+		} small;
 		struct { uint64_t seq; } barrier;
 		struct { char path[SS_PATH_MAX + 1]; uint64_t version; } get;
 		struct { char path[SS_PATH_MAX + 1]; } path; /* LIST prefix, STAT, LOG */
@@ -152,6 +164,8 @@ int wire_error(buf *b, int code, const char *text);
 int wire_ok(buf *b, uint64_t value);
 int wire_empty(buf *b, uint8_t type); /* END, SYNC, STATUS */
 int wire_put(buf *b, const char *path, uint64_t size, uint32_t mode, int64_t mtime_ns, uint32_t flags);
+int wire_put_small(buf *b, const char *path, uint32_t mode, int64_t mtime_ns, uint32_t flags, const void *data,
+		   size_t size);
 int wire_ids(buf *b, uint8_t type, const uint8_t *ids, uint16_t count); /* OFFER, READ */
 int wire_want(buf *b, const uint8_t *bits, uint16_t count);
 int wire_node(buf *b, const uint8_t *node, size_t len);

@@ -66,7 +66,19 @@ typedef struct session {
 	verifier *v; /* started by the session's first put */
 	uint64_t last_write; /* seq of this session's latest commit */
 	bool peer_live;      /* counted in server_peer_live */
+	bool have_next;      /* s->m holds a request read ahead, not handled yet */
+	struct small_req *small; /* SESSION_SMALL_GROUP, allocated by the first PUT_SMALL */
 } session;
+
+/* One PUT_SMALL of a group: its record, then its outcome. */
+typedef struct small_req {
+	record rec;
+	bool wait;        /* not deferred: answer once the write quorum holds it */
+	int rc;
+	char err[WIRE_TEXT_MAX];
+} small_req;
+
+#define SESSION_SMALL_GROUP 256
 
 /* Reply with an ERROR frame carrying the current message for rc. */
 static int reply_error(session *s, int rc)
@@ -313,6 +325,131 @@ end:
 	store_lease_end(s->srv->st, lease);
 out:
 	free(rec);
+	return rc;
+}
+
+/* ---- small files, many per transaction ---- */
+
+/* Is a whole frame perhaps waiting already (TLS bytes decrypted, or bytes
+ * on the socket)?  Then the group can grow without keeping anyone waiting. */
+static bool input_ready(session *s)
+{
+	struct pollfd p = {.fd = s->c->fd, .events = POLLIN};
+	return SSL_has_pending(s->c->ssl) || poll(&p, 1, 0) > 0;
+}
+
+static void small_fail(small_req *r, int rc)
+{
+	r->rc = rc;
+	snprintf(r->err, sizeof r->err, "%s", ss_errmsg(rc));
+}
+
+/* Store one PUT_SMALL's bytes and make its record (not committed yet). */
+static void small_take(session *s, small_req *r)
+{
+	memset(&r->rec, 0, sizeof r->rec);
+	r->rc = 0;
+	r->wait = !(s->m.small.flags & WIRE_COMMIT_DEFER);
+	int rc = path_check(s->m.small.path, strlen(s->m.small.path));
+	if (rc) {
+		small_fail(r, rc);
+		return;
+	}
+	snprintf(r->rec.path, sizeof r->rec.path, "%s", s->m.small.path);
+	r->rec.size = s->m.small.size;
+	r->rec.mode = s->m.small.mode & 07777;
+	r->rec.mtime_ns = s->m.small.mtime_ns;
+	if ((rc = store_put_small(s->srv->st, s->m.small.data, s->m.small.size, r->rec.root)))
+		small_fail(r, rc);
+}
+
+/* Commit the group's good records: in one transaction, or — if that fails —
+ * one by one, so only the bad ones fail. */
+static void small_commit(session *s, small_req *g, unsigned n)
+{
+	record *recs = xmalloc(n * sizeof *recs);
+	unsigned k = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (!g[i].rc)
+			recs[k++] = g[i].rec;
+	catch_up(s);
+	int rc = k ? store_commit_batch(s->srv->st, recs, k) : 0;
+	k = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (g[i].rc)
+			continue;
+		if (!rc)
+			g[i].rec = recs[k];
+		else if ((g[i].rc = store_commit(s->srv->st, &g[i].rec)))
+			small_fail(&g[i], g[i].rc);
+		k++;
+		if (!g[i].rc)
+			s->last_write = MAX(s->last_write, g[i].rec.seq);
+	}
+	free(recs);
+	server_changed(s->srv);
+}
+
+/*
+ * PUT_SMALL: a whole file in one frame.  The client sends them without
+ * waiting, so the session takes every one already arrived (up to
+ * SESSION_SMALL_GROUP) and commits them together — one fsync of the chunks
+ * and one of the database for the group instead of two per file — then
+ * answers each in order: OK(seq), or ERROR for that file alone.  A request
+ * of another kind ends the group and is handled next.
+ */
+static int do_put_small(session *s)
+{
+	if (!s->small)
+		s->small = xmalloc(SESSION_SMALL_GROUP * sizeof *s->small);
+	small_req *g = s->small;
+	uint64_t lease = store_lease_begin(s->srv->st);
+	int ready = server_quorum_ready(s->srv), rc = 0;
+	char notready[WIRE_TEXT_MAX];
+	snprintf(notready, sizeof notready, "%s", ready ? ss_errmsg(ready) : "");
+	unsigned n = 0;
+	for (;;) {
+		small_req *r = &g[n++];
+		if (ready) {
+			r->rc = ready;
+			snprintf(r->err, sizeof r->err, "%s", notready);
+		} else {
+			small_take(s, r);
+		}
+		if (n == SESSION_SMALL_GROUP || !input_ready(s))
+			break;
+		if ((rc = msgio_recv(&s->io, &s->m)))
+			break;
+		if (s->m.type != MSG_PUT_SMALL) {
+			s->have_next = true;
+			break;
+		}
+	}
+	small_commit(s, g, n);
+	uint64_t wait_for = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (!g[i].rc && g[i].wait)
+			wait_for = MAX(wait_for, g[i].rec.seq);
+	unsigned copies = 0;
+	int qrc = wait_for ? server_quorum_wait(s->srv, wait_for, &copies) : 0;
+	char qerr[WIRE_TEXT_MAX];
+	snprintf(qerr, sizeof qerr, "%s", qrc ? ss_errmsg(qrc) : "");
+	store_lease_end(s->srv->st, lease);
+	for (unsigned i = 0; i < n; i++) {
+		int wrc;
+		if (g[i].rc)
+			wrc = wire_error(&s->io.out, g[i].rc, g[i].err);
+		else if (qrc && g[i].wait)
+			wrc = wire_error(&s->io.out, qrc, qerr);
+		else
+			wrc = wire_ok(&s->io.out, g[i].rec.seq);
+		if (wrc)
+			return wrc;
+		if (!g[i].rc)
+			log_debug("put %s: %llu bytes, version %llu", g[i].rec.path, (unsigned long long)g[i].rec.size,
+				  (unsigned long long)g[i].rec.seq);
+	}
+	log_info("put %u small file%s in one commit", n, n == 1 ? "" : "s");
 	return rc;
 }
 
@@ -898,7 +1035,8 @@ void session_run(server *srv, conn *c)
 		goto out;
 	}
 	for (;;) {
-		rc = msgio_recv(&s->io, &s->m);
+		rc = s->have_next ? 0 : msgio_recv(&s->io, &s->m);
+		s->have_next = false;
 		if (rc == SS_ECLOSED)
 			break;
 		if (!rc && peer && !s->peer_live) {
@@ -928,6 +1066,7 @@ void session_run(server *srv, conn *c)
 					goto out;
 				}
 				break;
+			case MSG_PUT_SMALL: rc = do_put_small(s); break;
 			case MSG_GET: rc = do_get(s); break;
 			case MSG_LIST: rc = do_list(s); break;
 			case MSG_STAT: rc = do_stat(s); break;
@@ -965,5 +1104,6 @@ out:
 	}
 	buf_free(&s->chunk);
 	msgio_free(&s->io);
+	free(s->small);
 	free(s);
 }

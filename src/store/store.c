@@ -1925,36 +1925,55 @@ out:
 
 int store_commit(store *st, record *rec)
 {
-	int rc = rec_check_path(rec->path, sizeof rec->path);
+	return store_commit_batch(st, rec, 1);
+}
+
+int store_commit_batch(store *st, record *recs, unsigned n)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < n && !rc; i++)
+		rc = rec_check_path(recs[i].path, sizeof recs[i].path);
 	if (rc)
 		return rc;
 	uint64_t node = store_node(st);
 	if (!node)
-		return ss_fail(SS_EINVAL, "commit of %s refused: this store has no node id", rec->path);
-	if (rec->deleted)
-		memset(rec->root, 0, HASH_LEN);
+		return ss_fail(SS_EINVAL, "commit of %s refused: this store has no node id", recs[0].path);
+	int64_t now = now_wall_ns();
+	for (unsigned i = 0; i < n; i++) {
+		if (recs[i].deleted)
+			memset(recs[i].root, 0, HASH_LEN);
+		if (!recs[i].otime_ns)
+			recs[i].otime_ns = now;
+	}
+	/* One fsync of the segment for every chunk of every record. */
 	if ((rc = store_flush(st)))
 		return rc;
-	if (!rec->otime_ns)
-		rec->otime_ns = now_wall_ns();
 
 	record *cur = xmalloc(sizeof *cur);
-	vvec vv = {0};
-	uint64_t seq = 0;
-	tree_walk walk = {.path = rec->path};
+	tree_walk *walks = xcalloc(n, sizeof *walks);
+	uint64_t *sizes = xcalloc(n, sizeof *sizes);
+	/* rec is the caller's: changed only if the commit succeeds. */
+	vvec *old_vv = xmalloc(n * sizeof *old_vv);
+	uint64_t *old_origin = xmalloc(n * sizeof *old_origin), *seqs = xmalloc(n * sizeof *seqs);
+	unsigned bad = 0;  /* the record a failure is about */
+	unsigned done = 0; /* records whose vector and origin are set */
 	/*
-	 * Walk the tree first without holding the database (a large file's
+	 * Walk the trees first without holding the database (a large file's
 	 * walk would stall every other session), then check in the
 	 * transaction that no chunk left the index meanwhile: store_forget
 	 * bumps gone_gen before deleting, so an unchanged generation means
-	 * everything the walk saw is still there.  Otherwise walk again,
+	 * everything the walks saw is still there.  Otherwise walk again,
 	 * inside.
 	 */
 	pthread_mutex_lock(&st->mu);
 	uint64_t gen = st->gone_gen;
 	pthread_mutex_unlock(&st->mu);
-	uint64_t size = 0;
-	if (!rec->deleted && (rc = tree_check(st, &walk, rec->root, 0, &size)))
+	for (unsigned i = 0; i < n && !rc; i++) {
+		walks[i].path = recs[i].path;
+		if (!recs[i].deleted && (rc = tree_check(st, &walks[i], recs[i].root, 0, &sizes[i])))
+			bad = i;
+	}
+	if (rc)
 		goto walked;
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
@@ -1962,53 +1981,68 @@ int store_commit(store *st, record *rec)
 	pthread_mutex_lock(&st->mu);
 	bool changed = st->gone_gen != gen;
 	pthread_mutex_unlock(&st->mu);
-	if (!rec->deleted && changed) {
-		free(walk.seen.v);
-		walk.seen = (pend_table){0};
-		walk.locked = true;
-		if ((rc = tree_check(st, &walk, rec->root, 0, &size)))
-			goto out;
+	for (unsigned i = 0; i < n && !rc; i++) {
+		record *rec = &recs[i];
+		bad = i;
+		if (!rec->deleted && changed) {
+			free(walks[i].seen.v);
+			walks[i].seen = (pend_table){0};
+			walks[i].locked = true;
+			if ((rc = tree_check(st, &walks[i], rec->root, 0, &sizes[i])))
+				break;
+		}
+		if (!rec->deleted && sizes[i] != rec->size) {
+			rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu", rec->path,
+				     (unsigned long long)sizes[i], (unsigned long long)rec->size);
+			break;
+		}
+		vvec vv = {0};
+		if ((rc = db_current(st, rec->path, cur)) < 0)
+			break;
+		if (rc == 1)
+			vv = cur->vv;
+		if ((rc = vv_bump(st, &vv, node, rec->path)))
+			break;
+		old_vv[i] = rec->vv;
+		old_origin[i] = rec->origin;
+		rec->vv = vv;
+		rec->origin = node;
+		done++;
+		if ((rc = db_put_version(st, rec, &seqs[i])))
+			break;
 	}
-	if (!rec->deleted && size != rec->size) {
-		rc = ss_fail(SS_EINVAL, "commit of %s refused: its manifest holds %llu bytes, not %llu", rec->path,
-			     (unsigned long long)size, (unsigned long long)rec->size);
-		goto out;
-	}
-	rc = db_current(st, rec->path, cur);
-	if (rc < 0)
-		goto out;
-	if (rc == 1)
-		vv = cur->vv;
-	if ((rc = vv_bump(st, &vv, node, rec->path)))
-		goto out;
-	/* rec is the caller's: change it only if the commit succeeds. */
-	vvec old_vv = rec->vv;
-	uint64_t old_origin = rec->origin;
-	rec->vv = vv;
-	rec->origin = node;
-	if (!(rc = db_put_version(st, rec, &seq)))
+	if (!rc)
 		rc = db_commit(st, "cannot commit a version");
 	if (rc) {
-		rec->vv = old_vv;
-		rec->origin = old_origin;
+		for (unsigned i = 0; i < done; i++) {
+			recs[i].vv = old_vv[i];
+			recs[i].origin = old_origin[i];
+		}
 	} else {
-		rec->seq = seq;
+		for (unsigned i = 0; i < n; i++)
+			recs[i].seq = seqs[i];
 	}
 out:
 	if (rc)
 		db_rollback(st);
 	pthread_mutex_unlock(&st->db_mu);
 walked:
-	free(walk.seen.v);
-	free(cur);
-	if (walk.broken) {
+	for (unsigned i = 0; i < n; i++)
+		free(walks[i].seen.v);
+	if (rc && walks[bad].broken) {
 		/* The node claimed a whole subtree it does not have: unmark it,
 		 * so the client's retry is asked for the missing part. */
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
-		store_unmark_node(st, walk.broken_id);
+		store_unmark_node(st, walks[bad].broken_id);
 		rc = ss_fail(rc, "%s", msg);
 	}
+	free(walks);
+	free(sizes);
+	free(old_vv);
+	free(old_origin);
+	free(seqs);
+	free(cur);
 	return rc;
 }
 

@@ -72,10 +72,11 @@ int store_unmark_node(store *st, const uint8_t id[HASH_LEN]);
 /* Read a chunk into out (reset first) and verify its SHA-256; SS_ECORRUPT
  * with a message naming the chunk if it does not verify, SS_ENOENT if absent. */
 int store_get_chunk(store *st, const uint8_t id[HASH_LEN], buf *out);
-/* Content of one chunk (1..CDC_MAX bytes), stored whole: the chunk and a
- * complete one-entry tree node; *root is the node's id, to commit. */
+/* Content held in memory, stored whole: its chunks (cut as a streamed
+ * upload cuts them) and its complete tree; *root is the root node's id, to
+ * commit. */
 int store_put_small(store *st, const void *data, size_t len, uint8_t root[HASH_LEN]);
-/* Read back such content (out reset; SS_EINVAL if root is not small). */
+/* Read back content of at most one chunk (out reset; SS_EINVAL if more). */
 int store_get_small(store *st, const uint8_t root[HASH_LEN], buf *out);
 /* Drop a chunk (or tree node) from the index: for a copy found corrupt, so
  * that it reads as absent and the next upload (or repair) stores it again.
@@ -135,6 +136,10 @@ void store_set_node(store *st, uint64_t short_id);
  * record durable before returning.  SS_ENOENT if a chunk is missing.
  */
 int store_commit(store *st, record *rec);
+/* The same for n records in one transaction (one fsync of the chunks, one
+ * of the database): all are committed, in order, or none — the error then
+ * names the record that failed. */
+int store_commit_batch(store *st, record *recs, unsigned n);
 /* Rename: one transaction writing the new path and a tombstone for the old. */
 /* out_new->seq is the new path's version; the old path's tombstone is
  * written right after it, at out_new->seq + 1. */

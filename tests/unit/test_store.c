@@ -1277,6 +1277,51 @@ static void test_concurrent_commits(void **state)
 	store_close(st);
 }
 
+/* store_commit_batch: all records in one transaction, in order — or none,
+ * with the error naming the one that failed. */
+static void test_commit_batch(void **state)
+{
+	store *st = open_ok();
+	record recs[4];
+	memset(recs, 0, sizeof recs);
+	for (int i = 0; i < 3; i++) {
+		char data[32];
+		int len = snprintf(data, sizeof data, "small file %d", i);
+		snprintf(recs[i].path, sizeof recs[i].path, "dir/f%d", i);
+		recs[i].size = (uint64_t)len;
+		recs[i].mode = 0644;
+		assert_int_equal(store_put_small(st, data, (size_t)len, recs[i].root), 0);
+	}
+	recs[3] = recs[0]; /* the same path again in the batch: its next version */
+	assert_int_equal(store_commit_batch(st, recs, 4), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(recs[i].seq, (uint64_t)i + 1);
+	assert_true(recs[3].vv.e[0].counter > recs[0].vv.e[0].counter); /* it supersedes f0 */
+	record got;
+	assert_int_equal(store_lookup(st, "dir/f1", &got), 0);
+	assert_memory_equal(got.root, recs[1].root, HASH_LEN);
+
+	/* One record whose tree is not here: nothing of the batch is kept. */
+	record more[2];
+	memset(more, 0, sizeof more);
+	snprintf(more[0].path, sizeof more[0].path, "dir/g0");
+	more[0].size = 5;
+	assert_int_equal(store_put_small(st, "hello", 5, more[0].root), 0);
+	snprintf(more[1].path, sizeof more[1].path, "dir/g1");
+	more[1].size = 5;
+	memset(more[1].root, 0xab, HASH_LEN);
+	int rc = store_commit_batch(st, more, 2);
+	assert_int_equal(rc, SS_ENOENT);
+	assert_non_null(strstr(ss_errmsg(rc), "dir/g1"));
+	assert_int_equal(store_lookup(st, "dir/g0", &got), SS_ENOENT);
+	assert_int_equal(more[0].seq, 0);
+	assert_int_equal(more[0].vv.n, 0);
+	store_stats ss;
+	assert_int_equal(store_stats_get(st, &ss), 0);
+	assert_int_equal(ss.head_seq, 4);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1288,6 +1333,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_segments_roll, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commit_refuses_missing_chunks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_namespace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_many_with_callbacks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leases, setup, teardown),

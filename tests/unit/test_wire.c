@@ -52,6 +52,11 @@ static void build_all(buf *b, size_t *starts, size_t *n)
 	ADD(wire_ids(b, MSG_READ, ids, 2));
 	ADD(wire_missing(b, ids));
 	ADD(wire_join(b, "127.0.0.1:7001", 3));
+	ADD(wire_put_small(b, "docs/s.txt", 0644, 99, WIRE_COMMIT_DEFER, "small", 5));
+	ADD(wire_announce(b, ids, 1234, "report final.pdf", "127.0.0.1:9001", 0));
+	ADD(wire_heartbeat(b, "127.0.0.1:9001", 3));
+	ADD(wire_seeders(b, ids));
+	ADD(wire_seeder(b, ids, "127.0.0.1:9001", 1234, "report final.pdf"));
 #undef ADD
 	starts[*n] = b->len;
 }
@@ -88,6 +93,18 @@ static void test_roundtrip(void **state)
 	assert_int_equal(m->rec.vv.e[1].counter, 4);
 	assert_int_equal(decode_frame(b.p + starts[13], starts[14] - starts[13], m), 0);
 	assert_string_equal(m->mv.to, "b");
+	assert_int_equal(decode_frame(b.p + starts[23], starts[24] - starts[23], m), 0);
+	assert_int_equal(m->type, MSG_PUT_SMALL);
+	assert_string_equal(m->small.path, "docs/s.txt");
+	assert_int_equal(m->small.size, 5);
+	assert_memory_equal(m->small.data, "small", 5);
+	assert_int_equal(m->small.flags, WIRE_COMMIT_DEFER);
+	assert_int_equal(decode_frame(b.p + starts[24], starts[25] - starts[24], m), 0);
+	assert_string_equal(m->announce.name, "report final.pdf");
+	assert_string_equal(m->announce.addr, "127.0.0.1:9001");
+	assert_int_equal(m->announce.size, 1234);
+	assert_int_equal(decode_frame(b.p + starts[27], starts[28] - starts[27], m), 0);
+	assert_string_equal(m->seeder.name, "report final.pdf");
 	free(m);
 	buf_free(&b);
 }
