@@ -70,6 +70,7 @@ typedef struct link {
 	uint64_t fetched_chunks, fetched_bytes; /* since the last applied batch */
 	struct cached_node *cache; /* PEER_PULL_BATCH: nodes prefetch() read */
 	unsigned ncache;
+	buf local; /* a node read from our own store */
 } link;
 
 typedef struct cached_node {
@@ -165,6 +166,9 @@ static int fetch_tree(link *l, const uint8_t id[HASH_LEN], int level, unsigned d
 	for (unsigned i = 0; i < l->ncache && !p; i++)
 		if (!memcmp(l->cache[i].id, id, HASH_LEN))
 			p = l->cache[i].bytes, len = l->cache[i].len;
+	/* A node pushed during the put is here as a chunk already. */
+	if (!p && store_get_chunk(l->st, id, &l->local) == 0)
+		p = l->local.p, len = l->local.len;
 	if (!p && ((rc = send_read(l, id, 1)) || (rc = recv_chunk(l, id, &p, &len))))
 		return rc;
 	if (len > TREE_NODE_MAX)
@@ -378,9 +382,7 @@ static int check_peer(link *l)
 	return 0;
 }
 
-/* Connect and pull until the link fails or the server stops.  *pulled is
- * set once a PULL went through (the link worked). */
-/* Connect l to p: TCP, TLS, the peer's identity checked, HELLO. */
+/* Connect l to p: TCP, TLS, the peer's identity checked, HELLO, JOIN. */
 static int link_open(peer *p, link *l)
 {
 	memset(l, 0, sizeof *l);
@@ -394,6 +396,7 @@ static int link_open(peer *p, link *l)
 	l->m = xmalloc(sizeof *l->m);
 	l->dctx = ZSTD_createDCtx();
 	l->scratch = xmalloc(CDC_MAX);
+	buf_init(&l->local, CDC_MAX);
 	/* A held PULL answers within PEER_WAIT_MS; anything slower is dead. */
 	conn_set_timeout(&l->c, PEER_WAIT_MS + 30000);
 	if (!(rc = check_peer(l)) && !(rc = msgio_hello_client(&l->io)) &&
@@ -408,6 +411,7 @@ static void link_close(link *l)
 	free(l->recs);
 	free(l->cache);
 	free(l->scratch);
+	buf_free(&l->local);
 	if (l->dctx)
 		ZSTD_freeDCtx(l->dctx);
 	free(l->m);
@@ -415,6 +419,24 @@ static void link_close(link *l)
 		msgio_free(&l->io);
 		conn_close(&l->c);
 	}
+}
+
+int peers_dial(server *srv, unsigned i, conn *c, msgio *io)
+{
+	struct peers *ps = srv->peers;
+	if (!ps || i >= ps->n)
+		return ss_fail(SS_EINVAL, "no peer %u", i);
+	link l;
+	int rc = link_open(&ps->v[i], &l);
+	if (!rc) {
+		/* Hand the connection over; the rest of the link is freed. */
+		*c = l.c;
+		*io = l.io;
+		io->c = c;
+		l.c.fd = -1;
+	}
+	link_close(&l);
+	return rc;
 }
 
 static int link_run(peer *p, bool *pulled)

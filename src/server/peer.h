@@ -67,6 +67,10 @@ bool peers_is_member(server *srv, uint64_t node);
 int peers_forget(server *srv, const char *node, bool relayed, unsigned *servers);
 bool peers_is_forgotten(server *srv, const uint8_t id[HASH_LEN]);
 
+/* A connection of its own to --peer number i: TLS, the peer's identity
+ * checked as for the link, HELLO.  For push.c. */
+int peers_dial(server *srv, unsigned i, conn *c, msgio *io);
+
 /* Is our link to the peer with this short node id up? */
 bool peers_link_up(server *srv, uint64_t node);
 

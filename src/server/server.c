@@ -10,6 +10,7 @@
 #include "maint.h"
 #include "peer.h"
 #include "registry.h"
+#include "push.h"
 #include "seeding.h"
 
 #include <errno.h>
@@ -430,13 +431,14 @@ int server_main(const server_opts *o)
 		return 1;
 	}
 
-	if ((rc = peers_start(&srv)) || (rc = maint_start(&srv)) ||
+	if ((rc = peers_start(&srv)) || (rc = push_start(&srv)) || (rc = maint_start(&srv)) ||
 	    (srv.role == ROLE_TRACKER && (rc = registry_start(&srv))) || (rc = seeding_start(&srv))) {
 		fprintf(stderr, "%s: %s\n", prog, ss_errmsg(rc));
 		pthread_mutex_lock(&srv.chg_mu);
 		srv.stopping = true;
 		pthread_mutex_unlock(&srv.chg_mu);
 		peers_stop(&srv);
+		push_stop(&srv);
 		maint_stop(&srv);
 		seeding_stop(&srv);
 		registry_stop(&srv);
@@ -476,6 +478,7 @@ int server_main(const server_opts *o)
 	pthread_cond_broadcast(&srv.chg_cv);
 	pthread_mutex_unlock(&srv.chg_mu);
 	peers_stop(&srv);
+	push_stop(&srv);
 	maint_stop(&srv);
 	seeding_stop(&srv);
 	shutdown_connections();

@@ -82,6 +82,7 @@ typedef struct server {
 	bool maint_started, scrub_started;
 	tls_role role;          /* ROLE_SERVER, or ROLE_TRACKER */
 	struct registry *reg;   /* registry.c: trackers only */
+	struct pushers *push;   /* push.c: chunks sent on to the peers during puts */
 	pthread_t seeder;       /* seeding.c: with --tracker */
 	bool seeding;
 } server;

@@ -29,6 +29,7 @@
  */
 #include "server.h"
 #include "peer.h"
+#include "push.h"
 #include "registry.h"
 #include "verifier.h"
 #include "../core/repl.h"
@@ -214,11 +215,18 @@ static int put_sync(session *s, verifier *v)
 		int rc = store_put_node(s->srv->st, p->id, p->bytes, p->len);
 		if (rc)
 			return rc;
+		push_raw(s->srv, p->id, p->bytes, p->len);
 	}
 	return wire_ok(&s->io.out, 0);
 }
 
 static void catch_up(session *s);
+
+/* The verifier stored a client's chunk: send it on to the peers now. */
+static void pushed_on(void *ctx, const uint8_t *payload, size_t len)
+{
+	push_chunk(ctx, payload, len);
+}
 
 static int put_commit(session *s, record *rec)
 {
@@ -286,7 +294,7 @@ static int do_put(session *s)
 		goto out;
 	uint64_t lease = store_lease_begin(s->srv->st);
 	if (!s->v)
-		s->v = verifier_start(s->srv->st);
+		s->v = verifier_start(s->srv->st, pushed_on, s->srv);
 	verifier *v = s->v;
 	s->nbatches = 0;
 	if (!v)
@@ -951,10 +959,20 @@ static void describe(const msg *m, char *out, size_t n)
 	}
 }
 
+/* A chunk a peer pushed during a put it is taking: verified (on the
+ * verifier's thread) and stored, no answer; the record follows by PULL. */
+static int do_pushed(session *s)
+{
+	if (!s->v && !(s->v = verifier_start(s->srv->st, NULL, NULL)))
+		return ss_fail(SS_ENOMEM, "cannot start a verifier thread");
+	return verifier_submit(s->v, &s->m, &s->io.in, false);
+}
+
 /* One request from a server of our own role: replication only. */
 static int peer_request(session *s)
 {
 	switch (s->m.type) {
+	case MSG_CHUNK: return s->srv->role == ROLE_SERVER ? do_pushed(s) : ss_fail(SS_EPROTO, "a tracker takes no chunks");
 	case MSG_PULL: return do_pull(s);
 	case MSG_READ: return do_read(s);
 	case MSG_STATUS: return do_status(s);

@@ -18,6 +18,8 @@ typedef struct job {
 
 struct verifier {
 	store *st;
+	verifier_stored_fn stored;
+	void *stored_ctx;
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t mu;
@@ -50,7 +52,10 @@ static int verify_one(verifier *v, const job *j)
 		hex_encode(j->id, HASH_LEN, hex);
 		return ss_fail(SS_ECORRUPT, "chunk %.16s does not match its hash", hex);
 	}
-	return j->wanted ? store_put_absent_chunk(v->st, j->id, p, n) : store_put_chunk(v->st, j->id, p, n);
+	int rc = j->wanted ? store_put_absent_chunk(v->st, j->id, p, n) : store_put_chunk(v->st, j->id, p, n);
+	if (!rc && v->stored)
+		v->stored(v->stored_ctx, j->frame.p + j->off - (HASH_LEN + 5), j->len + HASH_LEN + 5);
+	return rc;
 }
 
 static void *worker(void *arg)
@@ -80,10 +85,12 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-verifier *verifier_start(store *st)
+verifier *verifier_start(store *st, verifier_stored_fn stored, void *ctx)
 {
 	verifier *v = xcalloc(1, sizeof *v);
 	v->st = st;
+	v->stored = stored;
+	v->stored_ctx = ctx;
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_cond_init(&v->can_put, NULL);
 	pthread_cond_init(&v->can_take, NULL);

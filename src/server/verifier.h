@@ -19,7 +19,10 @@
 
 typedef struct verifier verifier;
 
-verifier *verifier_start(store *st);
+/* Called on the verifier's thread with each chunk it stored: the CHUNK
+ * payload as received (id, flags, raw_len, bytes — maybe compressed). */
+typedef void (*verifier_stored_fn)(void *ctx, const uint8_t *payload, size_t len);
+verifier *verifier_start(store *st, verifier_stored_fn stored, void *ctx);
 /* Queue one decoded CHUNK: the verifier takes over `frame` (the buffer m
  * points into) and leaves an empty one of its own in its place.  wanted: this upload asked
  * for it moments ago, so the store may skip its index lookup; any other chunk
