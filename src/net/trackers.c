@@ -62,8 +62,12 @@ static int exchange(msgio *io, const buf *req, uint64_t *ok, seeder_fn fn, void 
 	if (rc)
 		return rc;
 	if (!fn) {
-		if ((rc = msgio_expect(io, MSG_OK, &m)))
+		if ((rc = msgio_recv(io, &m)))
 			return rc;
+		if (m.type == MSG_ERROR) /* refused: no use asking again */
+			return ss_fail(SS_EREMOTE, "%s", m.error.text);
+		if (m.type != MSG_OK)
+			return ss_fail(SS_EPROTO, "unexpected reply %u from a tracker", m.type);
 		if (ok)
 			*ok = m.ok.value;
 		return 0;
@@ -98,8 +102,10 @@ int trackers_call(trackers *ts, unsigned i, const buf *req, uint64_t *ok, seeder
 		if (!rc || rc == SS_EREMOTE)
 			break;
 		drop(t);
-		if (fresh)
-			break; /* a new connection failed too: the tracker is down */
+		/* Only a connection that went stale since its last use is worth a
+		 * second try; a tracker that times out is down for this request. */
+		if (fresh || rc == SS_ETIMEDOUT)
+			break;
 	}
 	pthread_mutex_unlock(&t->mu);
 	return rc;
@@ -182,21 +188,27 @@ static void resync(trackers *ts, unsigned i, share_iter next, void *ctx)
 	buf_free(&req);
 }
 
-void trackers_keepalive(trackers *ts, uint64_t count, share_iter next, void *ctx)
+void trackers_keepalive(trackers *ts, unsigned i, uint64_t count, share_iter next, void *ctx)
 {
+	tracker_link *t = &ts->t[i];
 	buf req;
 	buf_init(&req, WIRE_MAX_FRAME);
-	for (unsigned i = 0; i < ts->n; i++) {
-		uint64_t held = 0;
-		buf_reset(&req);
-		int rc = wire_heartbeat(&req, ts->self, count);
-		if (!rc)
-			rc = trackers_call(ts, i, &req, &held, NULL, NULL);
-		if (!rc && held != count) {
-			log_info("tracker %s lists %llu of our %llu files: announcing them again", ts->t[i].addr,
-				 (unsigned long long)held, (unsigned long long)count);
-			resync(ts, i, next, ctx);
-		}
-	}
+	uint64_t held = 0;
+	int rc = wire_heartbeat(&req, ts->self, count);
+	if (!rc)
+		rc = trackers_call(ts, i, &req, &held, NULL, NULL);
 	buf_free(&req);
+	double now = now_mono();
+	if (rc || held == count) {
+		if (!rc)
+			t->resync_wait = 0;
+		return;
+	}
+	if (now < t->resync_after)
+		return;
+	log_info("tracker %s lists %llu of our %llu files: announcing them again", t->addr, (unsigned long long)held,
+		 (unsigned long long)count);
+	resync(ts, i, next, ctx);
+	t->resync_wait = t->resync_wait ? MIN(2 * t->resync_wait, 600.0) : 5.0;
+	t->resync_after = now + t->resync_wait;
 }

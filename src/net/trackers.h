@@ -15,7 +15,7 @@
 
 #define TRACKERS_MAX 16
 #define TRACKERS_CONNECT_MS 3000
-#define TRACKERS_IO_MS 15000
+#define TRACKERS_IO_MS 5000 /* a tracker slower than this to answer counts as down */
 
 typedef struct tracker_link {
 	pthread_mutex_t mu;
@@ -23,6 +23,8 @@ typedef struct tracker_link {
 	conn c;
 	msgio io;
 	bool open;
+	double resync_after; /* now_mono() before which no resync is tried */
+	double resync_wait;  /* the next pause, doubling while resyncs fail to agree */
 } tracker_link;
 
 typedef struct trackers {
@@ -48,12 +50,14 @@ int trackers_seeders(trackers *ts, const uint8_t root[HASH_LEN], const char (*ex
 		     seeder_fn fn, void *ctx);
 
 /*
- * Heartbeat every tracker, saying we serve `count` files; a tracker that
- * lists another number gets everything withdrawn and announced again from
- * next(): it fills root, size and name of share k and returns true, or
- * false past the last one.
+ * Heartbeat tracker i, saying we serve `count` files.  A tracker that lists
+ * another number gets everything withdrawn and announced again from next()
+ * (fills root, size and name of share k and returns true, or false past
+ * the last one) — at once the first time, then, while the numbers still
+ * differ after a resync, at most every 2^k heartbeats (up to 10 minutes):
+ * an entry the tracker refuses must not make every heartbeat a full resync.
  */
 typedef bool (*share_iter)(void *ctx, unsigned k, uint8_t root[HASH_LEN], uint64_t *size, char *name);
-void trackers_keepalive(trackers *ts, uint64_t count, share_iter next, void *ctx);
+void trackers_keepalive(trackers *ts, unsigned i, uint64_t count, share_iter next, void *ctx);
 
 #endif

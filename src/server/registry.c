@@ -24,6 +24,7 @@ struct registry {
 	liveness live[REGISTRY_MAX_SEEDERS];
 	double started, lease;
 	FILE *log;
+	bool full_said;
 	pthread_t exporter;
 	bool exporting;
 	buf last_export;
@@ -119,8 +120,14 @@ static int snap_add(void *ctx, const record *rec)
 		log_warn("registry: skipping %s: %s", rec->path, ss_errmsg(rc));
 		return 0;
 	}
-	if (r->nsnap == REGISTRY_MAX_ENTRIES)
-		return ss_fail(SS_ETOOBIG, "registry holds more than %u entries", REGISTRY_MAX_ENTRIES);
+	if (r->nsnap == REGISTRY_MAX_ENTRIES) {
+		/* Never fail the whole registry over its size: the first entries
+		 * (by root) are served, and the rest said once. */
+		if (!r->full_said)
+			log_warn("registry: more than %u entries; serving the first", REGISTRY_MAX_ENTRIES);
+		r->full_said = true;
+		return 1; /* stops the listing */
+	}
 	if (r->nsnap == r->capsnap) {
 		r->capsnap = r->capsnap ? 2 * r->capsnap : 64;
 		r->snap = xrealloc(r->snap, r->capsnap * sizeof *r->snap);
@@ -140,6 +147,8 @@ static int snap_refresh(server *srv)
 	buf_init(&sc.b, CDC_MAX);
 	r->nsnap = 0;
 	int rc = store_list(srv->st, "", snap_add, &sc);
+	if (rc == 1)
+		rc = 0;
 	buf_free(&sc.b);
 	r->snap_valid = !rc;
 	r->snap_gen = gen;
@@ -213,13 +222,22 @@ static bool field_ok(const char *s)
 	return true;
 }
 
-int registry_announce(server *srv, const uint8_t who[HASH_LEN], const msg *m, uint64_t *held)
+int registry_announce(server *srv, const uint8_t who[HASH_LEN], tls_role role, const msg *m, uint64_t *held)
 {
 	uint32_t flags = m->announce.flags;
 	if (flags & ~(WIRE_ANNOUNCE_WITHDRAW | WIRE_ANNOUNCE_WITHDRAW_ALL))
 		return ss_fail(SS_EINVAL, "unknown announce flags %#x", flags);
 	if (!flags && (!field_ok(m->announce.name) || strchr(m->announce.name, '/') || !field_ok(m->announce.addr)))
 		return ss_fail(SS_EINVAL, "announce: a name (no '/', no control characters) and an address are required");
+	if (!flags && role == ROLE_CLIENT) {
+		/* One client cannot fill the registry (a server seeds all it holds). */
+		uint64_t now_held;
+		int rc = count_held(srv, who, &now_held);
+		if (rc)
+			return rc;
+		if (now_held >= REGISTRY_MAX_PER_CLIENT)
+			return ss_fail(SS_ETOOBIG, "a client may seed at most %u files", REGISTRY_MAX_PER_CLIENT);
+	}
 	/* Apply what the other tracker announced first, so a remove sent here
 	 * after a share sent there deletes it rather than racing it. */
 	peers_catch_up(srv, PEER_CATCH_UP_MS);

@@ -21,6 +21,7 @@
 #define REGISTRY_LEASE_MS 15000  /* default; SYNCSTORE_LEASE_MS overrides */
 #define REGISTRY_MAX_SEEDERS 4096 /* liveness slots; the stalest is reused */
 #define REGISTRY_MAX_ENTRIES (1u << 20)
+#define REGISTRY_MAX_PER_CLIENT 4096 /* files one client certificate may seed */
 
 typedef struct registry_entry {
 	uint8_t root[HASH_LEN], seeder[HASH_LEN];
@@ -37,7 +38,7 @@ void registry_stop(server *srv);
 
 /* ANNOUNCE from `who`: record (or withdraw) who as a seeder; *held gets how
  * many files this tracker now lists for it. */
-int registry_announce(server *srv, const uint8_t who[HASH_LEN], const msg *m, uint64_t *held);
+int registry_announce(server *srv, const uint8_t who[HASH_LEN], tls_role role, const msg *m, uint64_t *held);
 /* HEARTBEAT from `who`: it is live; *held as above. */
 int registry_heartbeat(server *srv, const uint8_t who[HASH_LEN], const msg *m, uint64_t *held);
 /* Call fn for each live seeder of root. */

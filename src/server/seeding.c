@@ -37,6 +37,10 @@ static int add_root(void *ctx, const record *r)
 	s->size = r->size;
 	const char *base = strrchr(r->path, '/');
 	str_copy(s->name, sizeof s->name, base ? base + 1 : r->path);
+	/* A path may hold control characters; a tracker's entry may not. */
+	for (char *c = s->name; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	return 0;
 }
 
@@ -110,7 +114,8 @@ static void *seeding(void *arg)
 			log_warn("--tracker: cannot list the files to seed: %s", ss_errmsg(rc));
 		} else {
 			announce_changes(&ts, &prev, &cur);
-			trackers_keepalive(&ts, cur.n, next_root, &cur);
+			for (unsigned i = 0; i < ts.n; i++)
+				trackers_keepalive(&ts, i, cur.n, next_root, &cur);
 			roots t = prev;
 			prev = cur;
 			cur = t;

@@ -908,7 +908,7 @@ static int do_read(session *s)
 static int do_announce(session *s)
 {
 	uint64_t held;
-	int rc = registry_announce(s->srv, s->c->peer.id, &s->m, &held);
+	int rc = registry_announce(s->srv, s->c->peer.id, s->c->peer.role, &s->m, &held);
 	return rc ? rc : wire_ok(&s->io.out, held);
 }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -125,21 +126,27 @@ static int hash_file(const char *path, mtorrent *t, int *file)
 	return rc < 0 ? rc : 0;
 }
 
-int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file, bool partial)
+int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file, unsigned how,
+		int *announced)
 {
 	char abs[PATH_MAX];
 	if (!realpath(path, abs))
-		snprintf(abs, sizeof abs, "%s", path);
-	int old = -1;
+		str_copy(abs, sizeof abs, path);
+	int old = -1, rc = 0;
 	pthread_mutex_lock(&sw->mu);
 	share *s = NULL;
 	for (unsigned i = 0; i < sw->nshares && !s; i++)
 		if (!memcmp(sw->shares[i].t.root, t->root, HASH_LEN))
 			s = &sw->shares[i];
-	if (!s && sw->nshares == SWARM_MAX_SHARES) {
+	if (s && s->file != file && s->partial)
+		rc = ss_fail(SS_EBUSY, "%s is being downloaded here; it is shared once complete", t->name);
+	else if (s && s->file != file && !(how & SHARE_REPLACE))
+		rc = ss_fail(SS_EEXIST, "%s is shared here already (%s)", t->name, s->path);
+	else if (!s && sw->nshares == SWARM_MAX_SHARES)
+		rc = ss_fail(SS_ETOOBIG, "already sharing %d files", SWARM_MAX_SHARES);
+	if (rc) {
 		pthread_mutex_unlock(&sw->mu);
-		seed_file_close(file);
-		return ss_fail(SS_ETOOBIG, "already sharing %d files", SWARM_MAX_SHARES);
+		return rc; /* file stays the caller's */
 	}
 	if (s)
 		old = s->file;
@@ -147,33 +154,38 @@ int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtor
 		s = &sw->shares[sw->nshares++];
 	s->t = *t;
 	s->file = file;
-	s->partial = partial;
+	s->partial = how & SHARE_PARTIAL;
 	str_copy(s->path, sizeof s->path, abs);
 	str_copy(s->mtorrent, sizeof s->mtorrent, mtorrent_path);
 	state_save(sw);
 	pthread_mutex_unlock(&sw->mu);
 	if (old >= 0 && old != file)
-		seed_file_close(old);
-	return trackers_announce(&sw->ts, t->root, t->size, t->name, 0);
+		seed_file_close(old); /* the replaced share's: no one else uses it */
+	int arc = trackers_announce(&sw->ts, t->root, t->size, t->name, 0);
+	if (announced)
+		*announced = arc;
+	return 0;
 }
 
-int swarm_unshare(swarm *sw, const mtorrent *t, bool *ours, const char *mtorrent_path)
+int swarm_unshare(swarm *sw, const mtorrent *t, int file, bool *ours, const char *mtorrent_path)
 {
-	int file = -1;
+	int found = -1;
 	pthread_mutex_lock(&sw->mu);
-	for (unsigned i = 0; i < sw->nshares; i++)
-		if (!memcmp(sw->shares[i].t.root, t->root, HASH_LEN)) {
-			file = sw->shares[i].file;
-			if (ours)
-				*ours = mtorrent_path && !strcmp(sw->shares[i].mtorrent, mtorrent_path);
-			sw->shares[i] = sw->shares[--sw->nshares];
-			state_save(sw);
-			break;
-		}
+	for (unsigned i = 0; i < sw->nshares; i++) {
+		share *s = &sw->shares[i];
+		if (memcmp(s->t.root, t->root, HASH_LEN) || (file >= 0 ? s->file != file : s->partial))
+			continue;
+		found = s->file;
+		if (ours)
+			*ours = mtorrent_path && !strcmp(s->mtorrent, mtorrent_path);
+		*s = sw->shares[--sw->nshares];
+		state_save(sw);
+		break;
+	}
 	pthread_mutex_unlock(&sw->mu);
-	if (file < 0)
+	if (found < 0)
 		return ss_fail(SS_ENOENT, "not sharing %s", t->name);
-	seed_file_close(file);
+	seed_file_close(found);
 	return trackers_announce(&sw->ts, t->root, t->size, t->name, WIRE_ANNOUNCE_WITHDRAW);
 }
 
@@ -203,14 +215,19 @@ static void do_share(swarm *sw, int argc, char **argv)
 		fprintf(stderr, "share: %s\n", ss_errmsg(rc));
 		return;
 	}
-	rc = swarm_share(sw, &t, argv[1], argv[2], file, false);
+	int announced = 0;
+	if ((rc = swarm_share(sw, &t, argv[1], argv[2], file, SHARE_REPLACE, &announced))) {
+		seed_file_close(file);
+		fprintf(stderr, "share: %s\n", ss_errmsg(rc));
+		return;
+	}
 	char size[16];
 	fmt_size(t.size, size);
-	if (rc)
-		fprintf(stderr, "share: %s is served, but %s\n", t.name, ss_errmsg(rc));
+	if (announced)
+		fprintf(stderr, "share: %s is served, but %s\n", t.name, ss_errmsg(announced));
 	else
 		printf("shared %s (%s) as %s\n", t.name, size, argv[2]);
-	log_info("share %s (%s) as %s%s", argv[1], size, argv[2], rc ? ", not announced" : "");
+	log_info("share %s (%s) as %s%s", argv[1], size, argv[2], announced ? ", not announced" : "");
 }
 
 static void do_remove(swarm *sw, int argc, char **argv)
@@ -226,7 +243,7 @@ static void do_remove(swarm *sw, int argc, char **argv)
 		return;
 	}
 	bool ours = false;
-	rc = swarm_unshare(sw, &t, &ours, argv[1]);
+	rc = swarm_unshare(sw, &t, -1, &ours, argv[1]);
 	if (rc == SS_ENOENT) {
 		fprintf(stderr, "remove: not sharing %s\n", argv[1]);
 		return;
@@ -315,7 +332,11 @@ static void announce_cwd(swarm *sw)
 			seed_file_close(file);
 			continue;
 		}
-		rc = swarm_share(sw, &t, path, e->d_name, file, false);
+		int announced = 0;
+		if ((rc = swarm_share(sw, &t, path, e->d_name, file, SHARE_REPLACE, &announced)))
+			seed_file_close(file);
+		else
+			rc = announced;
 		log_info("announced %s (%s)%s%s", e->d_name, path, rc ? ": " : "", rc ? ss_errmsg(rc) : "");
 	}
 	closedir(dir);
@@ -337,14 +358,22 @@ static bool next_share(void *ctx, unsigned k, uint8_t root[HASH_LEN], uint64_t *
 	return more;
 }
 
+/* One thread per tracker: a tracker that stalls delays no heartbeat to
+ * the other. */
+typedef struct beat {
+	swarm *sw;
+	unsigned tracker;
+} beat;
+
 static void *heartbeats(void *arg)
 {
-	swarm *sw = arg;
+	beat *b = arg;
+	swarm *sw = b->sw;
 	pthread_mutex_lock(&sw->mu);
 	while (!sw->stopping) {
 		unsigned shares = sw->nshares;
 		pthread_mutex_unlock(&sw->mu);
-		trackers_keepalive(&sw->ts, shares, next_share, sw);
+		trackers_keepalive(&sw->ts, b->tracker, shares, next_share, sw);
 		pthread_mutex_lock(&sw->mu);
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -371,9 +400,13 @@ typedef struct reader {
 
 /* 1 and a line (without its end), 0 at end of input, or -1 if none within
  * ms (ms < 0: wait). */
-static int read_line(reader *r, char *line, int ms)
+static bool aborting(swarm *sw);
+
+static int read_line(swarm *sw, reader *r, char *line, int ms)
 {
 	for (;;) {
+		if (aborting(sw))
+			return 0; /* a signal: as if the input ended */
 		char *nl = memchr(r->buf, '\n', r->len);
 		if (nl || (r->eof && r->len) || r->len == sizeof r->buf) {
 			size_t n = nl ? (size_t)(nl - r->buf) : r->len;
@@ -423,6 +456,10 @@ static void abort_downloads(swarm *sw)
 {
 	pthread_mutex_lock(&sw->mu);
 	sw->abort = true;
+	/* Workers are stopped by their coordinators; a tree fetch is woken here. */
+	for (unsigned i = 0; i < sw->ndownloads; i++)
+		if (sw->downloads[i]->tree_fd >= 0)
+			shutdown(sw->downloads[i]->tree_fd, SHUT_RDWR);
 	pthread_cond_broadcast(&sw->cv);
 	pthread_mutex_unlock(&sw->mu);
 }
@@ -438,7 +475,7 @@ static int finish(swarm *sw, reader *r)
 		printf("waiting for %u download%s (close again to abort)\n", n, n == 1 ? "" : "s");
 	char line[LINE_MAX_BYTES];
 	while (n) {
-		if (!r->eof && read_line(r, line, 200) == 1) {
+		if (!r->eof && read_line(sw, r, line, 200) == 1) {
 			char *argv[4], words[LINE_MAX_BYTES];
 			int argc = 0;
 			if (!cmdline_split(line, words, sizeof words, argv, 4, &argc) && argc && !strcmp(argv[0], "close")) {
@@ -459,10 +496,6 @@ static int finish(swarm *sw, reader *r)
 		pthread_join(sw->downloads[i]->thread, NULL);
 		status |= sw->downloads[i]->state == DL_FAILED;
 	}
-	int rc = trackers_announce(&sw->ts, NULL, 0, NULL, WIRE_ANNOUNCE_WITHDRAW_ALL);
-	if (rc)
-		fprintf(stderr, "client: %s\n", ss_errmsg(rc));
-	log_info("closed%s", status ? " (a download failed)" : "");
 	return status;
 }
 
@@ -559,7 +592,8 @@ int swarm_client_main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	pthread_t sigthread, hb;
+	pthread_t sigthread, hb[2];
+	beat beats[2] = {{sw, 0}, {sw, 1}};
 	if (!rc)
 		rc = seed_start(sw);
 	if (rc) {
@@ -575,18 +609,19 @@ int swarm_client_main(int argc, char **argv)
 	log_info("client %.16s serving on %s, trackers %s and %s", hex, sw->addr, sw->trackers[0], sw->trackers[1]);
 
 	announce_cwd(sw);
-	pthread_create(&hb, NULL, heartbeats, sw);
+	for (unsigned i = 0; i < 2; i++)
+		pthread_create(&hb[i], NULL, heartbeats, &beats[i]);
 
 	static reader r;
 	char line[LINE_MAX_BYTES];
 	bool tty = isatty(0), closing = false;
-	while (!closing) {
+	while (!closing && !aborting(sw)) {
 		if (tty) {
 			printf("> ");
 			fflush(stdout);
 		}
 		int got;
-		while ((got = read_line(&r, line, 200)) < 0 && !aborting(sw))
+		while ((got = read_line(sw, &r, line, 200)) < 0)
 			;
 		if (got != 1)
 			break;
@@ -594,11 +629,18 @@ int swarm_client_main(int argc, char **argv)
 	}
 	int status = finish(sw, &r);
 
+	/* Heartbeats stop before the withdrawal: one in between would see the
+	 * tracker list nothing and announce everything again. */
 	pthread_mutex_lock(&sw->mu);
 	sw->stopping = true;
 	pthread_cond_broadcast(&sw->cv);
 	pthread_mutex_unlock(&sw->mu);
-	pthread_join(hb, NULL);
+	for (unsigned i = 0; i < 2; i++)
+		pthread_join(hb[i], NULL);
+	rc = trackers_announce(&sw->ts, NULL, 0, NULL, WIRE_ANNOUNCE_WITHDRAW_ALL);
+	if (rc)
+		fprintf(stderr, "client: %s\n", ss_errmsg(rc));
+	log_info("closed%s", status ? " (a download failed)" : "");
 	seed_stop(sw);
 	trackers_free(&sw->ts);
 	fflush(stdout);

@@ -30,6 +30,8 @@
 #define MAX_KNOWN 32          /* seeders remembered per download */
 #define REQUERY_S 3.0         /* ask the trackers again this often */
 #define RETRY_DEAD_S 5.0      /* a seeder that failed may be tried again after */
+#define TREE_DEADLINE_S 120   /* one seeder's whole tree, at most */
+#define READ_DEADLINE_S 30.0  /* a READ's answers, at most: slower seeders are dropped */
 
 enum { TODO, TAKEN, DONE };
 
@@ -65,6 +67,8 @@ typedef struct job {
 	int fd, file;
 	source src[MAX_KNOWN];
 	unsigned nsrc;
+	bool have_tree; /* leaves final: sources get their MISSING bitmaps */
+	double tree_started;
 	bool stop;
 	bool shared; /* announced as a (partial) seeder */
 } job;
@@ -133,12 +137,20 @@ static int link_chunk(seeder_link *l, const uint8_t id[HASH_LEN], const uint8_t 
 	return 1;
 }
 
+static bool aborted(swarm *sw)
+{
+	pthread_mutex_lock(&sw->mu);
+	bool a = sw->abort;
+	pthread_mutex_unlock(&sw->mu);
+	return a;
+}
+
 /* ---- the tree ---- */
 
 typedef struct tree_walk {
 	uint8_t (*ids)[HASH_LEN]; /* this level's nodes, in file order */
 	uint64_t *sizes;
-	size_t n;
+	size_t n, cap;
 } tree_walk;
 
 /* Fetch and check one level's nodes from l; append the next level (or the
@@ -148,6 +160,10 @@ static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, 
 {
 	int rc = 0;
 	for (size_t base = 0; base < cur->n && !rc; base += WIRE_MAX_OFFER / 16) {
+		if (aborted(j->sw))
+			return ss_fail(SS_EINVAL, "aborted");
+		if (now_mono() - j->tree_started > TREE_DEADLINE_S)
+			return ss_fail(SS_ETIMEDOUT, "the tree took more than %d s to arrive", TREE_DEADLINE_S);
 		uint16_t k = (uint16_t)MIN(cur->n - base, WIRE_MAX_OFFER / 16);
 		if ((rc = wire_ids(&l->io.out, MSG_READ, cur->ids[base], k)))
 			break;
@@ -173,8 +189,15 @@ static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, 
 				tree_entry te;
 				tree_node_entry(&nd, e, &te);
 				if (nd.level > 1) {
-					next->ids = xrealloc(next->ids, (next->n + 1) * HASH_LEN);
-					next->sizes = xrealloc(next->sizes, (next->n + 1) * sizeof *next->sizes);
+					/* In a real tree every entry covers at least one
+					 * chunk: more than size / CDC_MIN + 1 is a lie. */
+					if (next->n > j->d->t.size / CDC_MIN + 1)
+						return ss_fail(SS_ECORRUPT, "the tree lists more nodes than the file has chunks");
+					if (next->n == next->cap) {
+						next->cap = next->cap ? 2 * next->cap : 64;
+						next->ids = xrealloc(next->ids, next->cap * HASH_LEN);
+						next->sizes = xrealloc(next->sizes, next->cap * sizeof *next->sizes);
+					}
 					memcpy(next->ids[next->n], te.id, HASH_LEN);
 					next->sizes[next->n++] = te.size;
 					continue;
@@ -205,6 +228,7 @@ static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, 
 
 static int fetch_tree(job *j, seeder_link *l)
 {
+	j->tree_started = now_mono();
 	tree_walk cur = {0}, next = {0};
 	cur.ids = xmalloc(HASH_LEN);
 	cur.sizes = xmalloc(sizeof *cur.sizes);
@@ -264,6 +288,7 @@ static void *worker(void *arg)
 	job *j = s->job;
 	size_t batch[SWARM_DEPTH][SWARM_BATCH];
 	unsigned count[SWARM_DEPTH] = {0}, head = 0, out = 0; /* a ring of READs in flight */
+	double sent_at[SWARM_DEPTH] = {0};
 	uint64_t unsynced = 0;
 	seeder_link l;
 	int rc = link_open(j->sw, s->addr, &l);
@@ -283,6 +308,7 @@ static void *worker(void *arg)
 				memcpy(ids[i], j->leaves[batch[slot][i]].id, HASH_LEN);
 			if ((rc = wire_ids(&l.io.out, MSG_READ, ids[0], (uint16_t)count[slot])))
 				break;
+			sent_at[slot] = now_mono();
 			out++;
 		}
 		bool idle = !out && !rc && !j->stop;
@@ -302,6 +328,9 @@ static void *worker(void *arg)
 			const uint8_t *p;
 			size_t n;
 			int got = link_chunk(&l, lf->id, &p, &n);
+			/* A seeder that trickles holds its chunks from everyone. */
+			if (got >= 0 && now_mono() - sent_at[slot] > READ_DEADLINE_S)
+				got = ss_fail(SS_ETIMEDOUT, "it took over %.0f s to answer one READ", READ_DEADLINE_S);
 			if (got == 1 && n != lf->len)
 				got = ss_fail(SS_ECORRUPT, "it sent a chunk of %zu bytes for one of %u", n, lf->len);
 			if (got < 0) {
@@ -344,7 +373,9 @@ static void *worker(void *arg)
 		head = (head + 1) % SWARM_DEPTH;
 		out--;
 	}
+	char addr[WIRE_ADDR_MAX];
 	pthread_mutex_lock(&j->mu);
+	memcpy(addr, s->addr, sizeof addr);
 	for (unsigned k = 0; k < out; k++) {
 		unsigned slot = (head + k) % SWARM_DEPTH;
 		for (unsigned i = 0; i < count[slot]; i++)
@@ -359,12 +390,12 @@ static void *worker(void *arg)
 	char hex[HASH_HEX_LEN + 1];
 	hex_encode(s->id, HASH_LEN, hex);
 	if (rc == SS_ECORRUPT || rc == SS_EAUTH) {
-		log_warn("download %s: dropping seeder %s (%.16s): %s", j->d->t.name, s->addr, hex, ss_errmsg(rc));
-		fprintf(stderr, "client: download %s: dropped seeder %s: %s\n", j->d->t.name, s->addr, ss_errmsg(rc));
+		log_warn("download %s: dropping seeder %s (%.16s): %s", j->d->t.name, addr, hex, ss_errmsg(rc));
+		fprintf(stderr, "client: download %s: dropped seeder %s: %s\n", j->d->t.name, addr, ss_errmsg(rc));
 	}
 	else if (rc)
-		log_info("download %s: seeder %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
-	log_info("download %s: %llu bytes from %s", j->d->t.name, (unsigned long long)s->bytes, s->addr);
+		log_info("download %s: seeder %s: %s", j->d->t.name, addr, ss_errmsg(rc));
+	log_info("download %s: %llu bytes from %s", j->d->t.name, (unsigned long long)s->bytes, addr);
 	link_close(&l);
 	return NULL;
 }
@@ -387,14 +418,27 @@ static int add_seeder(void *ctx, const msg *m)
 	for (unsigned i = 0; i < j->nsrc && !s; i++)
 		if (!memcmp(j->src[i].id, m->seeder.id, HASH_LEN))
 			s = &j->src[i];
-	if (!s && j->nsrc < MAX_KNOWN) {
-		s = &j->src[j->nsrc++];
-		memset(s, 0, sizeof *s);
-		s->job = j;
-		memcpy(s->id, m->seeder.id, HASH_LEN);
-		s->missing = xcalloc(j->nleaves / 8 + 1, 1);
-		s->fd = -1;
-		f->added++;
+	if (!s) {
+		/* A new seeder: a free slot, or one of a seeder that failed
+		 * long ago (the tracker may name more than MAX_KNOWN over time). */
+		double now = now_mono();
+		for (unsigned i = 0; i < j->nsrc && !s; i++)
+			if ((j->src[i].state == SRC_DEAD || j->src[i].state == SRC_BAD) &&
+			    now - j->src[i].ended > 10 * RETRY_DEAD_S)
+				s = &j->src[i];
+		if (!s && j->nsrc < MAX_KNOWN)
+			s = &j->src[j->nsrc++];
+		if (s) {
+			if (s->joinable)
+				pthread_join(s->thread, NULL); /* it has ended: its state is set */
+			free(s->missing);
+			memset(s, 0, sizeof *s);
+			s->job = j;
+			memcpy(s->id, m->seeder.id, HASH_LEN);
+			s->missing = j->have_tree ? xcalloc(j->nleaves / 8 + 1, 1) : NULL;
+			s->fd = -1;
+			f->added++;
+		}
 	}
 	if (s && s->state != SRC_RUNNING)
 		snprintf(s->addr, sizeof s->addr, "%s", m->seeder.addr); /* it may have moved */
@@ -411,7 +455,7 @@ static void ask_trackers(job *j)
 	pthread_mutex_lock(&j->mu);
 	/* What a seeder lacked a moment ago it may hold now (another
 	 * downloader that got further). */
-	for (unsigned i = 0; i < j->nsrc; i++)
+	for (unsigned i = 0; i < j->nsrc && j->have_tree; i++)
 		memset(j->src[i].missing, 0, j->nleaves / 8 + 1);
 	j->hint = 0;
 	pthread_cond_broadcast(&j->cv);
@@ -464,14 +508,27 @@ static void stop_workers(job *j)
 }
 
 /* The tree, from whichever seeder gives it first. */
+static void set_tree_fd(job *j, int fd)
+{
+	pthread_mutex_lock(&j->sw->mu);
+	j->d->tree_fd = fd;
+	pthread_mutex_unlock(&j->sw->mu);
+}
+
 static int get_tree(job *j)
 {
 	int rc = SS_ENOENT;
-	for (unsigned i = 0; i < j->nsrc && rc; i++) {
+	for (unsigned i = 0; i < j->nsrc && rc && !aborted(j->sw); i++) {
 		source *s = &j->src[i];
 		seeder_link l;
-		if (!(rc = link_open(j->sw, s->addr, &l)))
-			rc = fetch_tree(j, &l);
+		if (!(rc = link_open(j->sw, s->addr, &l))) {
+			/* Published, so an abort can wake a read from a seeder
+			 * that trickles. */
+			set_tree_fd(j, l.c.fd);
+			if (!aborted(j->sw))
+				rc = fetch_tree(j, &l);
+			set_tree_fd(j, -1);
+		}
 		link_close(&l);
 		if (rc) {
 			log_info("download %s: tree from %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
@@ -493,13 +550,6 @@ static void set_state(job *j, dl_state st, const char *reason)
 	pthread_mutex_unlock(&j->sw->mu);
 }
 
-static bool aborted(swarm *sw)
-{
-	pthread_mutex_lock(&sw->mu);
-	bool a = sw->abort;
-	pthread_mutex_unlock(&sw->mu);
-	return a;
-}
 
 static int run(job *j)
 {
@@ -529,17 +579,23 @@ static int run(job *j)
 				j->src[i].state = SRC_IDLE;
 		usleep(500 * 1000);
 	}
+	pthread_mutex_lock(&j->mu);
+	j->have_tree = true;
 	for (unsigned i = 0; i < j->nsrc; i++) {
 		free(j->src[i].missing);
 		j->src[i].missing = xcalloc(j->nleaves / 8 + 1, 1);
 		if (j->src[i].state == SRC_DEAD)
 			j->src[i].state = SRC_IDLE;
 	}
+	pthread_mutex_unlock(&j->mu);
 	/* The chunks.  Seed while downloading: others get what is verified here so far
 	 * (MISSING for the rest). */
-	if ((rc = swarm_share(j->sw, &d->t, d->part, "", j->file, true)))
-		log_info("download %s: not announced yet: %s", d->t.name, ss_errmsg(rc));
-	j->shared = true;
+	int announced = 0;
+	if ((rc = swarm_share(j->sw, &d->t, d->part, "", j->file, SHARE_PARTIAL, &announced)))
+		log_info("download %s: not seeded while it runs: %s", d->t.name, ss_errmsg(rc));
+	else if (announced)
+		log_info("download %s: not announced yet: %s", d->t.name, ss_errmsg(announced));
+	j->shared = !rc;
 	rc = 0;
 	size_t last_done = 0;
 	pthread_mutex_lock(&j->mu);
@@ -561,7 +617,7 @@ static int run(job *j)
 				     SWARM_NO_SEEDER_MS / 1000, j->nleaves - j->ndone, j->nleaves);
 			break;
 		}
-		if (now - last_ask > REQUERY_S || !running) {
+		if (now - last_ask > REQUERY_S || (!running && now - last_ask > 0.5)) {
 			pthread_mutex_unlock(&j->mu);
 			ask_trackers(j);
 			last_ask = now_mono();
@@ -609,7 +665,7 @@ static void *coordinator(void *arg)
 	if (rc) {
 		log_warn("download %s to %s failed: %s", d->t.name, d->dest, ss_errmsg(rc));
 		if (j->shared)
-			swarm_unshare(j->sw, &d->t, NULL, NULL);
+			swarm_unshare(j->sw, &d->t, j->file, NULL, NULL);
 		else if (j->file >= 0)
 			seed_file_close(j->file);
 		unlink(d->part);
@@ -617,8 +673,13 @@ static void *coordinator(void *arg)
 	} else {
 		log_info("download %s to %s complete (%llu bytes)", d->t.name, d->dest, (unsigned long long)d->t.size);
 		set_state(j, DL_DONE, NULL);
-		if ((rc = swarm_share(j->sw, &d->t, d->dest, "", j->file, false)))
-			log_warn("cannot seed %s: %s", d->dest, ss_errmsg(rc));
+		int announced = 0;
+		if ((rc = swarm_share(j->sw, &d->t, d->dest, "", j->file, 0, &announced))) {
+			log_info("not seeding %s: %s", d->dest, ss_errmsg(rc));
+			seed_file_close(j->file);
+		} else if (announced) {
+			log_warn("seeding %s, not announced yet: %s", d->dest, ss_errmsg(announced));
+		}
 	}
 	pthread_mutex_destroy(&j->mu);
 	pthread_cond_destroy(&j->cv);
@@ -639,6 +700,7 @@ int download_start(swarm *sw, const mtorrent *t, const char *dest)
 	}
 	d->state = DL_RUNNING;
 	d->started = now_mono();
+	d->tree_fd = -1;
 	job *j = xcalloc(1, sizeof *j);
 	j->sw = sw;
 	j->d = d;

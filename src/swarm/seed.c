@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,10 +51,12 @@ static struct {
 	pthread_t acceptor;
 	bool accepting;
 	unsigned uploads;
+	int upload_fd[SWARM_MAX_UPLOADS]; /* -1: free slot */
+	pthread_cond_t uploads_done;
 	double rate;        /* bytes/s all uploads together may send (0: unlimited) */
 	double bucket_time; /* token bucket: when the budget was last topped up */
 	double budget;
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1, .uploads_done = PTHREAD_COND_INITIALIZER};
 
 static void files_init(void)
 {
@@ -96,9 +99,13 @@ static void file_release_locked(int file)
 
 void seed_file_close(int file)
 {
-	seed_drop_file(file);
+	/* Closing first: from now on nothing is added for it or found in it;
+	 * then its entries go; the descriptor goes with the last reader. */
 	pthread_mutex_lock(&S.mu);
 	S.files[file].closing = true;
+	pthread_mutex_unlock(&S.mu);
+	seed_drop_file(file);
+	pthread_mutex_lock(&S.mu);
 	file_release_locked(file);
 	pthread_mutex_unlock(&S.mu);
 }
@@ -141,7 +148,8 @@ void seed_add_chunk(const uint8_t id[HASH_LEN], int file, uint64_t off, uint32_t
 	slot e = {.file = file, .off = off, .len = len};
 	memcpy(e.id, id, HASH_LEN);
 	pthread_mutex_lock(&S.mu);
-	insert_locked(&e);
+	if (S.files[file].fd >= 0 && !S.files[file].closing) /* not a slot closed meanwhile */
+		insert_locked(&e);
 	pthread_mutex_unlock(&S.mu);
 }
 
@@ -151,7 +159,10 @@ void seed_add_node(const uint8_t id[HASH_LEN], const uint8_t *bytes, size_t len,
 	memcpy(e.node, bytes, len);
 	memcpy(e.id, id, HASH_LEN);
 	pthread_mutex_lock(&S.mu);
-	insert_locked(&e);
+	if (S.files[file].fd >= 0 && !S.files[file].closing)
+		insert_locked(&e);
+	else
+		free(e.node);
 	pthread_mutex_unlock(&S.mu);
 }
 
@@ -218,6 +229,7 @@ static void throttle(size_t n)
 typedef struct upload {
 	swarm *sw;
 	int fd;
+	unsigned slot; /* in S.upload_fd */
 } upload;
 
 static void unpin(int file)
@@ -270,6 +282,14 @@ static int serve_one(msgio *io, wire_zstd *z, const uint8_t id[HASH_LEN], uint8_
 	return msgio_maybe_flush(io);
 }
 
+/* Before the descriptor is closed: seed_stop must not shut it down after. */
+static void unpublish(const upload *u)
+{
+	pthread_mutex_lock(&S.mu);
+	S.upload_fd[u->slot] = -1;
+	pthread_mutex_unlock(&S.mu);
+}
+
 static void *upload_thread(void *arg)
 {
 	upload *u = arg;
@@ -283,11 +303,16 @@ static void *upload_thread(void *arg)
 	int rc = conn_accept(u->sw->sctx, u->fd, TRACKERS_CONNECT_MS, &c);
 	char hex[HASH_HEX_LEN + 1] = "?";
 	if (rc) {
+		unpublish(u);
 		close(u->fd);
 		goto out;
 	}
 	hex_encode(c.peer.id, HASH_LEN, hex);
 	conn_set_timeout(&c, 60000);
+	/* Writes time out too: a downloader that stops reading must not hold
+	 * this thread (and one of SWARM_MAX_UPLOADS) for ever. */
+	struct timeval tv = {.tv_sec = 60};
+	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	msgio_init(&io, &c);
 	rc = msgio_hello_server(&io);
 	while (!rc && !(rc = msgio_recv(&io, m))) {
@@ -312,6 +337,7 @@ static void *upload_thread(void *arg)
 	if (rc != SS_ECLOSED && rc)
 		log_info("upload to %.16s (%s) ended: %s", hex, c.peer.name, ss_errmsg(rc));
 	msgio_free(&io);
+	unpublish(u);
 	conn_close(&c);
 	log_info("served %llu bytes in %llu chunks to %.16s", (unsigned long long)bytes, (unsigned long long)chunks,
 		 hex);
@@ -321,6 +347,7 @@ out:
 	free(m);
 	pthread_mutex_lock(&S.mu);
 	S.uploads--;
+	pthread_cond_broadcast(&S.uploads_done);
 	pthread_mutex_unlock(&S.mu);
 	free(u);
 	return NULL;
@@ -337,16 +364,22 @@ static void *acceptor(void *arg)
 		if (fd < 0)
 			continue;
 		pthread_mutex_lock(&S.mu);
-		bool room = S.uploads < SWARM_MAX_UPLOADS;
-		S.uploads += room;
+		unsigned at = SWARM_MAX_UPLOADS;
+		for (unsigned i = 0; i < SWARM_MAX_UPLOADS && at == SWARM_MAX_UPLOADS; i++)
+			if (S.upload_fd[i] < 0)
+				at = i;
+		if (at < SWARM_MAX_UPLOADS) {
+			S.upload_fd[at] = fd;
+			S.uploads++;
+		}
 		pthread_mutex_unlock(&S.mu);
-		if (!room) {
+		if (at == SWARM_MAX_UPLOADS) {
 			log_warn("refusing an upload connection: %d already open", SWARM_MAX_UPLOADS);
 			close(fd);
 			continue;
 		}
 		upload *u = xmalloc(sizeof *u);
-		*u = (upload){.sw = sw, .fd = fd};
+		*u = (upload){.sw = sw, .fd = fd, .slot = at};
 		pthread_t t;
 		pthread_attr_t attr;
 		pthread_attr_init(&attr);
@@ -355,6 +388,7 @@ static void *acceptor(void *arg)
 			close(fd);
 			free(u);
 			pthread_mutex_lock(&S.mu);
+			S.upload_fd[at] = -1;
 			S.uploads--;
 			pthread_mutex_unlock(&S.mu);
 		}
@@ -368,6 +402,8 @@ int seed_start(swarm *sw)
 	const char *rate = getenv("SYNCSTORE_UPLOAD_RATE");
 	S.rate = rate ? strtod(rate, NULL) * 1e6 : 0;
 	S.bucket_time = now_mono();
+	for (unsigned i = 0; i < SWARM_MAX_UPLOADS; i++)
+		S.upload_fd[i] = -1;
 	S.lfd = tcp_listen(sw->addr, 64);
 	if (S.lfd < 0)
 		return S.lfd;
@@ -387,4 +423,13 @@ void seed_stop(swarm *sw)
 	pthread_join(S.acceptor, NULL);
 	close(S.lfd);
 	S.accepting = false;
+	/* Wake the uploads still running and wait for them: none may be inside
+	 * OpenSSL when the program exits. */
+	pthread_mutex_lock(&S.mu);
+	for (unsigned i = 0; i < SWARM_MAX_UPLOADS; i++)
+		if (S.upload_fd[i] >= 0)
+			shutdown(S.upload_fd[i], SHUT_RDWR);
+	while (S.uploads)
+		pthread_cond_wait(&S.uploads_done, &S.mu);
+	pthread_mutex_unlock(&S.mu);
 }

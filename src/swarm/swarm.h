@@ -51,6 +51,7 @@ typedef struct download {
 	char reason[256];         /* DL_FAILED: why */
 	uint64_t done_bytes;      /* verified and written */
 	unsigned sources;         /* workers connected now */
+	int tree_fd;              /* the tree's connection while it is fetched, else -1 (under swarm.mu) */
 	double started, finished; /* now_mono() */
 	pthread_t thread;
 	bool joined;
@@ -93,11 +94,21 @@ void seed_stop(swarm *sw);
 int download_start(swarm *sw, const mtorrent *t, const char *dest);
 
 /* ---- client.c ---- */
-/* Serve and announce a file (seed.c slot `file`, taken over), replacing a
- * share of the same root; partial: a running download's DEST.part. */
-int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file, bool partial);
-/* Stop serving t's root and withdraw it; *ours (may be NULL): it was shared
- * by `share` under mtorrent_path.  SS_ENOENT if not shared. */
-int swarm_unshare(swarm *sw, const mtorrent *t, bool *ours, const char *mtorrent_path);
+/*
+ * Serve and announce a file from seed.c slot `file`.  On success the share
+ * table owns the slot (a running download keeps writing through its own
+ * descriptor and unshares it if it fails); on failure the caller still does.
+ * A share of the same root from another slot is replaced with SHARE_REPLACE
+ * (the `share` command), else SS_EEXIST; one still downloading is never
+ * replaced (SS_EBUSY).  *announced (may be NULL) gets the trackers' answer.
+ */
+#define SHARE_REPLACE 1u
+#define SHARE_PARTIAL 2u /* a running download's DEST.part */
+int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtorrent_path, int file, unsigned how,
+		int *announced);
+/* Stop serving t's root and withdraw it: the share from slot `file`, or
+ * (file -1) the complete share, as `remove` does.  *ours (may be NULL): it
+ * was shared by `share` under mtorrent_path.  SS_ENOENT if not shared. */
+int swarm_unshare(swarm *sw, const mtorrent *t, int file, bool *ours, const char *mtorrent_path);
 
 #endif

@@ -597,7 +597,12 @@ class FakeSeeder:
     serves with the same certificate it announces with, so its node id
     matches the tracker's record."""
 
-    def __init__(self, ca, crt, key, trackers, upstream=None):
+    def __init__(self, ca, crt, key, trackers, upstream=None, nodes_then_missing=None):
+        """nodes_then_missing=N: a seeder that dies halfway through the tree
+        instead — it passes the first N tree nodes on and answers MISSING to
+        everything after."""
+        self.nodes_then_missing = nodes_then_missing
+        self.missing_sent = 0
         self.ca, self.crt, self.key = Path(ca), Path(crt), Path(key)
         self.trackers = [t.addr if hasattr(t, "addr") else t for t in trackers]
         self.upstream = upstream
@@ -694,6 +699,13 @@ class FakeSeeder:
                     s.close()
 
     def _bad_chunk(self, id_, true):
+        if self.nodes_then_missing is not None:
+            with self.lock:
+                if true is not None and true[0] == MSG_CHUNK and self.tree_nodes < self.nodes_then_missing:
+                    self.tree_nodes += 1
+                    return frame(MSG_CHUNK, true[1])
+                self.missing_sent += 1
+            return frame(MSG_MISSING, id_)
         if true is not None and true[0] == MSG_CHUNK and len(true[1]) > 37:
             p = bytearray(true[1])
             if p[32] == 0 and p[37:41] == TREE_MAGIC:

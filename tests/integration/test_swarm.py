@@ -268,6 +268,32 @@ def test_corrupt_seeder_is_detected_and_dropped(swarm, trackers, fakes, ca, tmp_
                                     f"(a line with its address and one of {BAD_SEEDER_WORDS})\n" + evil.report())
 
 
+def test_seeder_failing_halfway_through_the_tree(swarm, trackers, fakes, ca, tmp_path):
+    """The only seeder passes the root and a few nodes of a file's tree, then
+    answers MISSING: the download keeps trying, and completes once an
+    honest seeder appears (this once overran a buffer sized before the tree
+    was known; the sanitizer build catches a relapse)."""
+    t1, t2 = trackers
+    src = make_file(tmp_path / "src" / "tall.bin", 12 * MiB, seed=15)
+    hidden = swarm.client("H", trackers=[f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"])
+    mt = hidden.share(src, "tall.mtorrent")
+    crt, key = issue(ca, "client", "flaky", tmp_path / "flaky")
+    flaky = FakeSeeder(ca, crt, key, [t1, t2], upstream=hidden.addr, nodes_then_missing=3)
+    fakes.append(flaky)
+    flaky.announce(mt.root, mt.size, mt.name)
+    flaky.start_heartbeats()
+    t1.wait_listed(mt.root, flaky.addr)
+    c = swarm.client("C")
+    c.get(swarm.give(mt, c), "tall.bin")
+    swarm.wait(lambda: flaky.missing_sent >= 3, 20,
+               lambda: "the downloader did not come back to the flaky seeder\n" + flaky.report())
+    assert c.alive(), "the downloader died on a seeder failing mid-tree\n" + swarm.report()
+    a = swarm.client("A")
+    a.share(src, "tall.mtorrent")
+    c.wait_done("tall.bin")
+    assert_same_file(c.cwd / "tall.bin", src)
+
+
 # ---- 4. liveness ---------------------------------------------------------------
 
 def test_killed_seeder_expires_from_both_trackers(swarm, trackers, tmp_path):
