@@ -40,6 +40,8 @@ typedef struct leaf {
 	uint64_t off;
 	uint32_t len;
 	uint8_t state;
+	uint8_t owner; /* TAKEN: the source (index) that took it */
+	bool dup;      /* asked of a second source in the endgame */
 } leaf;
 
 typedef enum { SRC_IDLE, SRC_RUNNING, SRC_DEAD, SRC_BAD } src_state;
@@ -90,7 +92,7 @@ static int link_open(swarm *sw, const char *addr, seeder_link *l)
 	int rc = conn_connect(sw->ctx, addr, TRACKERS_CONNECT_MS, &l->c);
 	if (rc)
 		return rc;
-	conn_set_timeout(&l->c, TRACKERS_IO_MS);
+	conn_set_timeout(&l->c, SWARM_IO_MS);
 	msgio_init(&l->io, &l->c);
 	l->m = xmalloc(sizeof *l->m);
 	l->dctx = ZSTD_createDCtx();
@@ -258,24 +260,47 @@ static bool missing_at(const source *s, size_t i)
 }
 
 /* Take up to SWARM_BATCH chunks for s (under j->mu). */
+/*
+ * Take up to SWARM_BATCH chunks for s (under j->mu).  In the endgame —
+ * nothing left to take, at most ENDGAME_LEFT chunks still in flight at other
+ * seeders — s also asks for those, each of a second seeder at most once:
+ * the first copy to arrive counts, so one slow seeder cannot hold the end
+ * of a download.
+ */
+#define ENDGAME_LEFT (4 * SWARM_BATCH)
 static unsigned take(job *j, source *s, size_t *out)
 {
-	unsigned k = 0;
+	unsigned k = 0, me = (unsigned)(s - j->src);
 	for (size_t i = j->hint; i < j->nleaves && k < SWARM_BATCH; i++) {
-		if (j->leaves[i].state != TODO || missing_at(s, i))
+		leaf *lf = &j->leaves[i];
+		if (lf->state != TODO || missing_at(s, i))
 			continue;
-		j->leaves[i].state = TAKEN;
+		lf->state = TAKEN;
+		lf->owner = (uint8_t)me;
+		lf->dup = false;
 		out[k++] = i;
 	}
 	while (j->hint < j->nleaves && j->leaves[j->hint].state == DONE)
 		j->hint++;
+	if (k || j->nleaves - j->ndone > ENDGAME_LEFT)
+		return k;
+	for (size_t i = j->hint; i < j->nleaves && k < SWARM_BATCH; i++) {
+		leaf *lf = &j->leaves[i];
+		if (lf->state == TAKEN && lf->owner != me && !lf->dup && !missing_at(s, i)) {
+			lf->dup = true;
+			out[k++] = i;
+		}
+	}
 	return k;
 }
 
-static void give_back(job *j, const size_t *idx, unsigned n)
+/* A failed source's chunks in flight go back to the list (those it was
+ * only asked for a second time stay with their first source). */
+static void give_back(job *j, const source *s, const size_t *idx, unsigned n)
 {
+	unsigned me = (unsigned)(s - j->src);
 	for (unsigned i = 0; i < n; i++)
-		if (j->leaves[idx[i]].state == TAKEN)
+		if (j->leaves[idx[i]].state == TAKEN && j->leaves[idx[i]].owner == me)
 			j->leaves[idx[i]].state = TODO;
 	if (n)
 		j->hint = 0;
@@ -353,16 +378,18 @@ static void *worker(void *arg)
 				unsynced = 0;
 			}
 			pthread_mutex_lock(&j->mu);
-			if (got == 1) {
+			if (got == 1 && lf->state != DONE) {
 				lf->state = DONE;
 				j->ndone++;
 				s->bytes += n;
 				__atomic_add_fetch(&j->d->done_bytes, n, __ATOMIC_RELAXED);
 				seed_add_chunk(lf->id, j->file, lf->off, lf->len);
-			} else {
+			} else if (got == 0) {
 				s->missing[at / 8] |= (uint8_t)(1u << (at % 8));
-				lf->state = TODO;
-				j->hint = 0;
+				if (lf->state == TAKEN && lf->owner == (uint8_t)(s - j->src)) {
+					lf->state = TODO;
+					j->hint = 0;
+				}
 			}
 			pthread_cond_broadcast(&j->cv);
 			pthread_mutex_unlock(&j->mu);
@@ -380,7 +407,7 @@ static void *worker(void *arg)
 		unsigned slot = (head + k) % SWARM_DEPTH;
 		for (unsigned i = 0; i < count[slot]; i++)
 			if (batch[slot][i] != SIZE_MAX)
-				give_back(j, &batch[slot][i], 1);
+				give_back(j, s, &batch[slot][i], 1);
 	}
 	s->fd = -1;
 	s->state = rc == SS_ECORRUPT || rc == SS_EAUTH ? SRC_BAD : rc ? SRC_DEAD : SRC_IDLE;

@@ -32,6 +32,7 @@
 #define SWARM_DEPTH 4            /* READs outstanding per seeder */
 #define SWARM_MAX_UPLOADS 32     /* upload connections served at once */
 #define SWARM_NO_SEEDER_MS 30000 /* a download with no source this long fails */
+#define SWARM_IO_MS 15000        /* a seeder silent this long is dropped (a tracker: TRACKERS_IO_MS) */
 
 /* One file this client serves. */
 typedef struct share {

@@ -258,7 +258,8 @@ def same_dest(shown, dest):
 class Client:
     """client MY_ADDR TRACKER1 TRACKER2 LOG, run in `cwd` with stdin a pipe."""
 
-    def __init__(self, swarm, name, cwd, port, trackers, logdir):
+    def __init__(self, swarm, name, cwd, port, trackers, logdir, env=None):
+        self.env = dict(env or {})  # extra environment (SYNCSTORE_UPLOAD_RATE)
         self.swarm, self.name, self.cwd = swarm, name, Path(cwd)
         self.port = port
         self.trackers = list(trackers)
@@ -284,7 +285,8 @@ class Client:
         self.stderr_path = self.logdir / f"{self.name}-{self.starts}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = self.swarm.procs.popen(self.cmd(), cwd=self.cwd, stdin=subprocess.PIPE,
-                                               stdout=out, stderr=err, env=swarm_env(self.swarm.ca))
+                                               stdout=out, stderr=err,
+                                               env={**swarm_env(self.swarm.ca), **self.env})
         if wait:
             wait_port(self.port, self.proc, f"client {self.name}", self.swarm.report)
         return self
@@ -475,10 +477,10 @@ class Swarm:
         self.trackers.append(t)
         return t.start() if start else t
 
-    def client(self, name, trackers=None, start=True):
+    def client(self, name, trackers=None, start=True, env=None):
         trackers = trackers or self.trackers[:2]
         addrs = [t.addr if hasattr(t, "addr") else str(t) for t in trackers]
-        c = Client(self, name, self.root / name, free_port(), addrs, self.root / "logs")
+        c = Client(self, name, self.root / name, free_port(), addrs, self.root / "logs", env=env)
         self.clients[name] = c
         return c.start() if start else c
 

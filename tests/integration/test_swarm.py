@@ -294,6 +294,27 @@ def test_seeder_failing_halfway_through_the_tree(swarm, trackers, fakes, ca, tmp
     assert_same_file(c.cwd / "tall.bin", src)
 
 
+def test_slow_seeder_does_not_hold_the_end(swarm, trackers, tmp_path):
+    """A seeder capped at 10 kB/s beside a fast one: the chunks the slow one
+    took are asked of the fast one too at the end (endgame), so the download
+    does not wait the ~30 s the slow one needs for what it holds in flight."""
+    src = make_file(tmp_path / "src" / "mixed.bin", 4 * MiB, seed=16)
+    slow = swarm.client("S", env={"SYNCSTORE_UPLOAD_RATE": "0.01"})
+    fast = swarm.client("F")
+    mt = slow.share(src, "mixed.mtorrent")
+    fast.share(src, "mixed.mtorrent")
+    for t in trackers:
+        t.wait_listed(mt.root, slow.addr)
+        t.wait_listed(mt.root, fast.addr)
+    c = swarm.client("C")
+    t0 = time.monotonic()
+    c.get(swarm.give(mt, c), "mixed.bin")
+    c.wait_done("mixed.bin", timeout=60)
+    took = time.monotonic() - t0
+    assert_same_file(c.cwd / "mixed.bin", src)
+    assert took < 8, f"the download took {took:.1f} s: it waited for the slow seeder\n" + c.log()[-3000:]
+
+
 # ---- 4. liveness ---------------------------------------------------------------
 
 def test_killed_seeder_expires_from_both_trackers(swarm, trackers, tmp_path):
