@@ -277,6 +277,21 @@ int seg_open(const char *dir, seg_set **out)
 	return 0;
 }
 
+void seg_power_cut(seg_set *ss, unsigned keep_permille)
+{
+	pthread_mutex_lock(&ss->mu);
+	for (unsigned i = 0; i < ss->n; i++) {
+		seg_ent *e = &ss->v[i];
+		if (e->synced >= e->size || e->fd < 0)
+			continue;
+		uint64_t keep = e->synced + (e->size - e->synced) * MIN(keep_permille, 1000u) / 1000;
+		if (ftruncate(e->fd, (off_t)keep) < 0)
+			log_warn("power cut of segment %08u: %s", e->num, strerror(errno));
+		e->size = keep;
+	}
+	pthread_mutex_unlock(&ss->mu);
+}
+
 void seg_close(seg_set *ss)
 {
 	if (!ss)

@@ -76,6 +76,10 @@ int seg_append(seg_set *ss, const uint8_t id[HASH_LEN], const void *data, uint32
  * since its last successful sync must be treated as never written.
  */
 int seg_sync(seg_set *ss);
+/* For the simulator: what a power cut leaves — every segment loses what
+ * was written after its last fsync, but keep_permille/1000 of it (a torn
+ * tail: records whole, then half of one, the rest gone). */
+void seg_power_cut(seg_set *ss, unsigned keep_permille);
 bool seg_lost(seg_set *ss, uint32_t num);
 
 /* Read the record at loc into out (reset first) and verify it holds the

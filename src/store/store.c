@@ -828,7 +828,7 @@ static void *flusher_main(void *arg)
 	return NULL;
 }
 
-static void store_free(store *st)
+static void stop_flusher(store *st)
 {
 	if (st->flusher_started) {
 		pthread_mutex_lock(&st->mu);
@@ -836,7 +836,13 @@ static void store_free(store *st)
 		pthread_cond_signal(&st->flusher_cv);
 		pthread_mutex_unlock(&st->mu);
 		pthread_join(st->flusher, NULL);
+		st->flusher_started = false;
 	}
+}
+
+static void store_free(store *st)
+{
+	stop_flusher(st);
 	for (int i = 0; i < Q_COUNT; i++)
 		sqlite3_finalize(st->q[i]);
 	if (st->db)
@@ -1244,6 +1250,15 @@ void store_close(store *st)
 	if (rc)
 		log_err("closing data directory %s: %s", st->dir, ss_errmsg(rc));
 	store_free(st); /* stops the flusher first */
+}
+
+void store_power_cut(store *st, unsigned keep_permille)
+{
+	if (!st)
+		return;
+	stop_flusher(st); /* nothing more becomes durable */
+	seg_power_cut(st->segs, keep_permille);
+	store_free(st);
 }
 
 /* ---- chunks ---- */

@@ -289,6 +289,13 @@ typedef struct store_gc_stats {
  */
 int store_gc(store *st, store_gc_stats *out);
 
+/* For the simulator: stop as a power cut would — nothing more is flushed,
+ * and every segment loses what was written after its last fsync except
+ * keep_permille/1000 of it (a torn tail).  Committed SQLite transactions
+ * (WAL, synchronous=FULL) survive; rows still pending in memory do not.
+ * st is freed. */
+void store_power_cut(store *st, unsigned keep_permille);
+
 /* For tests: roll segments past this many bytes instead of STORE_SEGMENT_MAX. */
 void store_set_segment_max(store *st, uint64_t bytes);
 

@@ -21,12 +21,12 @@
  * disk (directory removed, a fresh store: new index id, same node id — the
  * node's certificate survives a wiped data directory).
  *
- * About "crashes losing unsynced writes": store_close flushes, and every
- * state change the simulator makes goes through store_commit /
- * store_apply_remote, which fsync and commit before returning, so a crash
- * here loses exactly the in-flight messages and the servers' in-memory state
- * (ack tables), never a store's unflushed tail.  Losing unflushed chunks
- * (store_put_chunk without store_flush) is NOT simulated yet.
+ * Crashes lose the in-flight messages and the servers' in-memory state (ack
+ * tables).  Half of them are power cuts (store_power_cut): a write is in
+ * flight (chunks appended, not flushed, never acknowledged) and every
+ * segment loses what was written after its last fsync, but a random part
+ * of it (a torn tail); committed SQLite transactions survive, rows still
+ * pending in memory do not.
  *
  * After the faults stop: every server up, no partition, pulls until
  * quiescent, then the checks (see check_all): same digest and listing
@@ -107,7 +107,7 @@ typedef struct write_ev {
 typedef struct counters {
 	uint64_t conflicts, catchups, quorum_failures, tomb_expiries;
 	uint64_t writes, acked, pulls, applied, dropped, duplicated, delayed, stale, refused, link_errors,
-		crashes, destroyed, partitions, gcs, unavailable;
+		crashes, power_cuts, destroyed, partitions, gcs, unavailable;
 } counters;
 
 static struct sim {
@@ -203,10 +203,14 @@ static void drop_links(int i)
 	}
 }
 
-static void srv_down(int i)
+/* power_cut: the server stops as a power failure stops it (see crash). */
+static void srv_stop(int i, bool power_cut)
 {
 	server *s = &S.s[i];
-	store_close(s->st);
+	if (power_cut)
+		store_power_cut(s->st, (unsigned)rn(1001));
+	else
+		store_close(s->st);
 	s->st = NULL;
 	s->up = false;
 	s->incarnation++;
@@ -215,6 +219,8 @@ static void srv_down(int i)
 	for (int j = 0; j < N; j++)
 		S.missed[i][j] = true;
 }
+
+static void srv_down(int i) { srv_stop(i, false); }
 
 static uint64_t head_of(int i)
 {
@@ -553,13 +559,30 @@ static void housekeeping(int i)
 
 /* ---- faults ---- */
 
+/*
+ * A crash: half the time a process crash (everything written survives in
+ * the page cache), half the time a power cut — with a write in flight
+ * (its chunks appended, not yet flushed, never acknowledged), after which
+ * every segment loses its unsynced tail but a random part of it (a torn
+ * record).  Either way nothing acknowledged may be lost and no record may
+ * end up with a hole.
+ */
 static void crash(void)
 {
 	int i = (int)rn(N);
-	if (S.s[i].up) {
-		S.c.crashes++;
-		srv_down(i);
+	if (!S.s[i].up)
+		return;
+	S.c.crashes++;
+	bool power = chance(50);
+	if (power) {
+		S.c.power_cuts++;
+		uint8_t data[3 * CDC_MIN], root[HASH_LEN];
+		size_t len = 1 + rn(sizeof data);
+		for (size_t k = 0; k < len; k++)
+			data[k] = (uint8_t)rnd();
+		MUST(store_put_small(S.s[i].st, data, len, root));
 	}
+	srv_stop(i, power);
 }
 
 /* A server that is down comes back after a while (about 20 steps). */
@@ -982,15 +1005,15 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.quorum_failures, (unsigned long long)total.tomb_expiries);
 	printf("  also: %llu writes (%llu acknowledged, %llu refused: no quorum reachable), %llu pulls, %llu "
 	       "records written by applies, %llu replies dropped, %llu duplicated, %llu delayed, %llu stale; "
-	       "%llu batches refused as expected, %llu link errors; %llu crashes, %llu disks destroyed, %llu "
-	       "partitions, %llu GCs\n",
+	       "%llu batches refused as expected, %llu link errors; %llu crashes (%llu power cuts), %llu disks "
+	       "destroyed, %llu partitions, %llu GCs\n",
 	       (unsigned long long)total.writes, (unsigned long long)total.acked,
 	       (unsigned long long)total.unavailable, (unsigned long long)total.pulls,
 	       (unsigned long long)total.applied, (unsigned long long)total.dropped,
 	       (unsigned long long)total.duplicated, (unsigned long long)total.delayed,
 	       (unsigned long long)total.stale, (unsigned long long)total.refused,
 	       (unsigned long long)total.link_errors, (unsigned long long)total.crashes,
-	       (unsigned long long)total.destroyed, (unsigned long long)total.partitions,
+	       (unsigned long long)total.power_cuts, (unsigned long long)total.destroyed, (unsigned long long)total.partitions,
 	       (unsigned long long)total.gcs);
 	if (failed) {
 		printf("sim: %u of %llu seeds FAILED (each printed above with its seed)\n", failed,
