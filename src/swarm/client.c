@@ -458,8 +458,9 @@ static void abort_downloads(swarm *sw)
 	sw->abort = true;
 	/* Workers are stopped by their coordinators; a tree fetch is woken here. */
 	for (unsigned i = 0; i < sw->ndownloads; i++)
-		if (sw->downloads[i]->tree_fd >= 0)
-			shutdown(sw->downloads[i]->tree_fd, SHUT_RDWR);
+		for (unsigned k = 0; k < SWARM_TREE_SOURCES; k++)
+			if (sw->downloads[i]->tree_fd[k] >= 0)
+				shutdown(sw->downloads[i]->tree_fd[k], SHUT_RDWR);
 	pthread_cond_broadcast(&sw->cv);
 	pthread_mutex_unlock(&sw->mu);
 }

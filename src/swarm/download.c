@@ -158,69 +158,95 @@ typedef struct tree_walk {
 /* Fetch and check one level's nodes from l; append the next level (or the
  * leaves, at level 1) in order.  *level is the level these nodes must have
  * (0: the root's, whatever it is). */
-static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, unsigned *level)
+#define TREE_BATCH (WIRE_MAX_OFFER / 16) /* nodes per READ */
+#define TREE_WINDOW 4                  /* READs outstanding per seeder */
+#define TREE_SOURCES SWARM_TREE_SOURCES
+
+/* Check one node of the level (expected id and size), index it, and append
+ * its children to the next level — or, at level 1, its chunks to the
+ * leaves.  *level is the level every node here must have (0: the root's,
+ * whatever it is). */
+static int take_node(job *j, const uint8_t *p, size_t n, const uint8_t id[HASH_LEN], uint64_t size, tree_walk *next,
+		     unsigned *level)
 {
+	tree_node nd;
+	int rc = tree_node_decode(p, n, &nd);
+	if (rc)
+		return rc;
+	if (!*level)
+		*level = nd.level; /* the root's says how tall the tree is */
+	if (nd.level != *level || tree_node_size(&nd) != size)
+		return ss_fail(SS_ECORRUPT, "the tree is inconsistent (level %u, %llu bytes)", nd.level,
+			       (unsigned long long)tree_node_size(&nd));
+	seed_add_node(id, p, n, j->file);
+	for (unsigned e = 0; e < nd.count; e++) {
+		tree_entry te;
+		tree_node_entry(&nd, e, &te);
+		if (nd.level > 1) {
+			/* In a real tree every entry covers at least one chunk:
+			 * more than size / CDC_MIN + 1 is a lie. */
+			if (next->n > j->d->t.size / CDC_MIN + 1)
+				return ss_fail(SS_ECORRUPT, "the tree lists more nodes than the file has chunks");
+			if (next->n == next->cap) {
+				next->cap = next->cap ? 2 * next->cap : 64;
+				next->ids = xrealloc(next->ids, next->cap * HASH_LEN);
+				next->sizes = xrealloc(next->sizes, next->cap * sizeof *next->sizes);
+			}
+			memcpy(next->ids[next->n], te.id, HASH_LEN);
+			next->sizes[next->n++] = te.size;
+			continue;
+		}
+		/* Every chunk but the last is ≥ CDC_MIN: the list stays within
+		 * size / CDC_MIN entries whatever the tree says. */
+		const leaf *prev = j->nleaves ? &j->leaves[j->nleaves - 1] : NULL;
+		if (te.size > CDC_MAX || (prev && prev->len < CDC_MIN))
+			return ss_fail(SS_ECORRUPT, "the tree lists a chunk of %llu bytes", (unsigned long long)te.size);
+		uint64_t off = prev ? prev->off + prev->len : 0;
+		if (j->nleaves == j->capleaves) {
+			j->capleaves = j->capleaves ? 2 * j->capleaves : 256;
+			j->leaves = xrealloc(j->leaves, j->capleaves * sizeof *j->leaves);
+		}
+		leaf *lf = &j->leaves[j->nleaves++];
+		memset(lf, 0, sizeof *lf);
+		memcpy(lf->id, te.id, HASH_LEN);
+		lf->off = off;
+		lf->len = (uint32_t)te.size;
+		lf->state = TODO;
+	}
+	return 0;
+}
+
+/*
+ * Fetch one level's nodes in file order, batch b from seeder b % nl (each
+ * keeping TREE_WINDOW READs outstanding), so several seeders serve the tree
+ * at once.  *bad gets the index of the seeder a failure is about.
+ */
+static int fetch_level(job *j, seeder_link *ls, unsigned nl, tree_walk *cur, tree_walk *next, unsigned *level,
+		       unsigned *bad)
+{
+	size_t nb = (cur->n + TREE_BATCH - 1) / TREE_BATCH, sent = 0;
 	int rc = 0;
-	for (size_t base = 0; base < cur->n && !rc; base += WIRE_MAX_OFFER / 16) {
+	for (size_t b = 0; b < nb && !rc; b++) {
 		if (aborted(j->sw))
 			return ss_fail(SS_EINVAL, "aborted");
 		if (now_mono() - j->tree_started > TREE_DEADLINE_S)
 			return ss_fail(SS_ETIMEDOUT, "the tree took more than %d s to arrive", TREE_DEADLINE_S);
-		uint16_t k = (uint16_t)MIN(cur->n - base, WIRE_MAX_OFFER / 16);
-		if ((rc = wire_ids(&l->io.out, MSG_READ, cur->ids[base], k)))
-			break;
-		for (uint16_t i = 0; i < k && !rc; i++) {
+		for (; sent < nb && sent < b + (size_t)TREE_WINDOW * nl && !rc; sent++) {
+			size_t base = sent * TREE_BATCH;
+			*bad = (unsigned)(sent % nl);
+			rc = wire_ids(&ls[*bad].io.out, MSG_READ, cur->ids[base], (uint16_t)MIN(cur->n - base, TREE_BATCH));
+		}
+		*bad = (unsigned)(b % nl);
+		seeder_link *l = &ls[*bad];
+		size_t base = b * TREE_BATCH, k = MIN(cur->n - base, TREE_BATCH);
+		for (size_t i = 0; i < k && !rc; i++) {
 			const uint8_t *p;
 			size_t n;
-			tree_node nd;
 			if ((rc = link_chunk(l, cur->ids[base + i], &p, &n)) <= 0) {
 				rc = rc ? rc : ss_fail(SS_ENOENT, "it does not have the file's tree");
 				break;
 			}
-			if ((rc = tree_node_decode(p, n, &nd)))
-				break;
-			if (!*level)
-				*level = nd.level; /* the root's says how tall the tree is */
-			if (nd.level != *level || tree_node_size(&nd) != cur->sizes[base + i]) {
-				rc = ss_fail(SS_ECORRUPT, "the tree is inconsistent (level %u, %llu bytes)", nd.level,
-					     (unsigned long long)tree_node_size(&nd));
-				break;
-			}
-			seed_add_node(cur->ids[base + i], p, n, j->file);
-			for (unsigned e = 0; e < nd.count; e++) {
-				tree_entry te;
-				tree_node_entry(&nd, e, &te);
-				if (nd.level > 1) {
-					/* In a real tree every entry covers at least one
-					 * chunk: more than size / CDC_MIN + 1 is a lie. */
-					if (next->n > j->d->t.size / CDC_MIN + 1)
-						return ss_fail(SS_ECORRUPT, "the tree lists more nodes than the file has chunks");
-					if (next->n == next->cap) {
-						next->cap = next->cap ? 2 * next->cap : 64;
-						next->ids = xrealloc(next->ids, next->cap * HASH_LEN);
-						next->sizes = xrealloc(next->sizes, next->cap * sizeof *next->sizes);
-					}
-					memcpy(next->ids[next->n], te.id, HASH_LEN);
-					next->sizes[next->n++] = te.size;
-					continue;
-				}
-				/* Every chunk but the last is ≥ CDC_MIN: the list stays
-				 * within size / CDC_MIN entries whatever the tree says. */
-				const leaf *prev = j->nleaves ? &j->leaves[j->nleaves - 1] : NULL;
-				if (te.size > CDC_MAX || (prev && prev->len < CDC_MIN))
-					return ss_fail(SS_ECORRUPT, "the tree lists a chunk of %llu bytes",
-						       (unsigned long long)te.size);
-				uint64_t off = prev ? prev->off + prev->len : 0;
-				if (j->nleaves == j->capleaves) {
-					j->capleaves = j->capleaves ? 2 * j->capleaves : 256;
-					j->leaves = xrealloc(j->leaves, j->capleaves * sizeof *j->leaves);
-				}
-				leaf *lf = &j->leaves[j->nleaves++];
-				memcpy(lf->id, te.id, HASH_LEN);
-				lf->off = off;
-				lf->len = (uint32_t)te.size;
-				lf->state = TODO;
-			}
+			rc = take_node(j, p, n, cur->ids[base + i], cur->sizes[base + i], next, level);
 		}
 	}
 	if (!rc)
@@ -228,7 +254,7 @@ static int fetch_level(job *j, seeder_link *l, tree_walk *cur, tree_walk *next, 
 	return rc;
 }
 
-static int fetch_tree(job *j, seeder_link *l)
+static int fetch_tree(job *j, seeder_link *ls, unsigned nl, unsigned *bad)
 {
 	j->tree_started = now_mono();
 	tree_walk cur = {0}, next = {0};
@@ -241,7 +267,7 @@ static int fetch_tree(job *j, seeder_link *l)
 	int rc = 0;
 	j->nleaves = 0;
 	while (cur.n && !rc) {
-		rc = fetch_level(j, l, &cur, &next, &level);
+		rc = fetch_level(j, ls, nl, &cur, &next, &level, bad);
 		free(cur.ids);
 		free(cur.sizes);
 		cur = next;
@@ -535,32 +561,52 @@ static void stop_workers(job *j)
 }
 
 /* The tree, from whichever seeder gives it first. */
-static void set_tree_fd(job *j, int fd)
+static void set_tree_fds(job *j, const seeder_link *ls, unsigned nl)
 {
 	pthread_mutex_lock(&j->sw->mu);
-	j->d->tree_fd = fd;
+	for (unsigned i = 0; i < TREE_SOURCES; i++)
+		j->d->tree_fd[i] = i < nl ? ls[i].c.fd : -1;
 	pthread_mutex_unlock(&j->sw->mu);
 }
 
+/* The tree, from up to TREE_SOURCES seeders at once; a seeder that fails
+ * is marked and the others try again. */
 static int get_tree(job *j)
 {
 	int rc = SS_ENOENT;
-	for (unsigned i = 0; i < j->nsrc && rc && !aborted(j->sw); i++) {
-		source *s = &j->src[i];
-		seeder_link l;
-		if (!(rc = link_open(j->sw, s->addr, &l))) {
-			/* Published, so an abort can wake a read from a seeder
-			 * that trickles. */
-			set_tree_fd(j, l.c.fd);
-			if (!aborted(j->sw))
-				rc = fetch_tree(j, &l);
-			set_tree_fd(j, -1);
+	while (rc && !aborted(j->sw)) {
+		seeder_link ls[TREE_SOURCES];
+		source *who[TREE_SOURCES];
+		unsigned nl = 0;
+		for (unsigned i = 0; i < j->nsrc && nl < TREE_SOURCES; i++) {
+			source *s = &j->src[i];
+			if (s->state == SRC_DEAD || s->state == SRC_BAD)
+				continue;
+			if ((rc = link_open(j->sw, s->addr, &ls[nl]))) {
+				log_info("download %s: tree from %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
+				link_close(&ls[nl]);
+				s->state = SRC_DEAD;
+				s->ended = now_mono();
+				continue;
+			}
+			who[nl++] = s;
 		}
-		link_close(&l);
+		if (!nl)
+			return rc ? rc : ss_fail(SS_ENOENT, "no seeder answered");
+		/* Published, so an abort can wake a read from a seeder that
+		 * trickles. */
+		set_tree_fds(j, ls, nl);
+		unsigned bad = 0;
+		rc = aborted(j->sw) ? ss_fail(SS_EINVAL, "aborted") : fetch_tree(j, ls, nl, &bad);
+		set_tree_fds(j, NULL, 0);
+		for (unsigned i = 0; i < nl; i++)
+			link_close(&ls[i]);
+		if (rc && aborted(j->sw))
+			return rc;
 		if (rc) {
-			log_info("download %s: tree from %s: %s", j->d->t.name, s->addr, ss_errmsg(rc));
-			s->state = rc == SS_ECORRUPT ? SRC_BAD : SRC_DEAD;
-			s->ended = now_mono();
+			log_info("download %s: tree from %s: %s", j->d->t.name, who[bad]->addr, ss_errmsg(rc));
+			who[bad]->state = rc == SS_ECORRUPT ? SRC_BAD : SRC_DEAD;
+			who[bad]->ended = now_mono();
 		}
 	}
 	return rc;
@@ -727,7 +773,8 @@ int download_start(swarm *sw, const mtorrent *t, const char *dest)
 	}
 	d->state = DL_RUNNING;
 	d->started = now_mono();
-	d->tree_fd = -1;
+	for (unsigned i = 0; i < SWARM_TREE_SOURCES; i++)
+		d->tree_fd[i] = -1;
 	job *j = xcalloc(1, sizeof *j);
 	j->sw = sw;
 	j->d = d;

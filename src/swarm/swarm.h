@@ -28,6 +28,7 @@
 #define SWARM_MAX_SHARES 1024
 #define SWARM_MAX_DOWNLOADS 256
 #define SWARM_MAX_SOURCES 8      /* seeders one download draws from at once */
+#define SWARM_TREE_SOURCES 4     /* seeders the tree is fetched from at once */
 #define SWARM_BATCH 8            /* chunks per READ */
 #define SWARM_DEPTH 4            /* READs outstanding per seeder */
 #define SWARM_MAX_UPLOADS 32     /* upload connections served at once */
@@ -52,7 +53,7 @@ typedef struct download {
 	char reason[256];         /* DL_FAILED: why */
 	uint64_t done_bytes;      /* verified and written */
 	unsigned sources;         /* workers connected now */
-	int tree_fd;              /* the tree's connection while it is fetched, else -1 (under swarm.mu) */
+	int tree_fd[SWARM_TREE_SOURCES]; /* the tree's connections while it is fetched, else -1 (under swarm.mu) */
 	double started, finished; /* now_mono() */
 	pthread_t thread;
 	bool joined;
