@@ -621,7 +621,7 @@ static int put_file(const cli_opts *o, client *cl, int fd, const struct stat *sb
 		stats->file_bytes += p->size;
 		if (stats->defer) {
 			stats->unacked_seq = MAX(stats->unacked_seq, cl->m->ok.value);
-			if (++stats->unacked == PUT_BARRIER_EVERY)
+			if (++stats->unacked >= PUT_BARRIER_EVERY)
 				rc = put_barrier(cl, stats);
 		}
 	}

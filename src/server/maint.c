@@ -59,7 +59,7 @@ static void member_acks(server *srv, expiry *e)
 	}
 }
 
-static void maint_round(server *srv, double *last_gc)
+static void maint_round(server *srv, double *last_gc, bool *leased_left)
 {
 	store *st = srv->st;
 	int64_t now = now_wall_ns();
@@ -75,11 +75,15 @@ static void maint_round(server *srv, double *last_gc)
 		free(e);
 	}
 	/* GC walks every kept tree: only after something left the history, or
-	 * hourly for what failed uploads and fetches left behind. */
+	 * hourly for what failed uploads and fetches left behind — and again
+	 * (at most every MAINT_GC_RETRY_S) while garbage is still kept for a
+	 * lease (an upload, a fetch or a peer's pushes in progress). */
 	store_gc_stats gs = {0};
-	if (!rc && (versions || tombs || now_mono() - *last_gc > MAINT_GC_IDLE_S)) {
+	bool retry = *leased_left && now_mono() - *last_gc > MAINT_GC_RETRY_S;
+	if (!rc && (versions || tombs || retry || now_mono() - *last_gc > MAINT_GC_IDLE_S)) {
 		*last_gc = now_mono();
 		rc = store_gc(st, &gs);
+		*leased_left = !rc && gs.chunks_leased;
 	}
 	if (rc) {
 		log_warn("housekeeping: %s", ss_errmsg(rc));
@@ -104,10 +108,11 @@ static void *maint_main(void *arg)
 	if (every < 1000)
 		every = 1000;
 	double last_gc = now_mono(); /* a start is not a reason to walk every tree */
+	bool leased_left = false;
 	while (!server_stopping(srv)) {
 		server_sleep(srv, (int)every);
 		if (!server_stopping(srv))
-			maint_round(srv, &last_gc);
+			maint_round(srv, &last_gc, &leased_left);
 	}
 	return NULL;
 }

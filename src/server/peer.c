@@ -227,6 +227,10 @@ static int prefetch(link *l, const record *recs, unsigned n)
 		if (recs[i].deleted)
 			continue;
 		int have = store_has_node(l->st, recs[i].root);
+		/* A root pushed during the put is here as a chunk: fetch_tree
+		 * reads it locally. */
+		if (!have)
+			have = store_has(l->st, recs[i].root);
 		bool dup = false;
 		for (unsigned j = 0; j < k && !dup; j++)
 			dup = !memcmp(ids + (size_t)j * HASH_LEN, recs[i].root, HASH_LEN);

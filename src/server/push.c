@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 typedef struct item {
 	struct item *next;
@@ -85,27 +86,30 @@ void push_raw(server *srv, const uint8_t id[HASH_LEN], const uint8_t *bytes, siz
 		enqueue(&srv->push->v[i], NULL, 0, id, bytes, len);
 }
 
-/* Send everything queued (taken in one go) on io. */
+/* Send everything queued (taken in one go) on io.  The bytes taken still
+ * count against PUSH_QUEUE_MAX until they are written. */
 static int send_queued(pusher *p, msgio *io)
 {
 	pthread_mutex_lock(&p->mu);
 	item *list = p->head;
 	p->head = p->tail = NULL;
-	p->bytes = 0;
 	pthread_mutex_unlock(&p->mu);
 	int rc = 0;
 	uint64_t n = 0;
+	size_t bytes = 0;
 	for (item *it = list, *next; it; it = next) {
 		next = it->next;
 		if (!rc && !(rc = buf_append(&io->out, it->frame, it->len)))
 			rc = msgio_maybe_flush(io);
 		n += !rc;
+		bytes += it->len;
 		free(it);
 	}
 	if (!rc)
 		rc = msgio_flush(io);
 	pthread_mutex_lock(&p->mu);
 	p->sent += n;
+	p->bytes -= MIN(bytes, p->bytes);
 	pthread_mutex_unlock(&p->mu);
 	return rc;
 }
@@ -139,10 +143,16 @@ static void *pusher_main(void *arg)
 		pthread_mutex_unlock(&p->mu);
 		int rc = 0;
 		if (c.fd < 0 && !(rc = peers_dial(srv, p->peer, &c, &io))) {
+			/* Writes time out: a peer that stalls after the handshake
+			 * must not hold this thread (or shutdown) for long. */
+			struct timeval tv = {.tv_sec = 30};
+			setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 			pthread_mutex_lock(&p->mu);
 			p->fd = c.fd;
 			pthread_mutex_unlock(&p->mu);
 			backoff = 100;
+			if (server_stopping(srv)) /* push_stop may have missed this socket */
+				rc = SS_ECLOSED;
 		}
 		if (!rc)
 			rc = send_queued(p, &io);

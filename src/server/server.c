@@ -478,10 +478,10 @@ int server_main(const server_opts *o)
 	pthread_cond_broadcast(&srv.chg_cv);
 	pthread_mutex_unlock(&srv.chg_mu);
 	peers_stop(&srv);
-	push_stop(&srv);
 	maint_stop(&srv);
 	seeding_stop(&srv);
 	shutdown_connections();
+	push_stop(&srv); /* after the sessions: their verifiers push until they end */
 	registry_stop(&srv);
 	peers_free(&srv);
 	store_close(srv.st);

@@ -68,6 +68,8 @@ typedef struct session {
 	uint64_t last_write; /* seq of this session's latest commit */
 	bool peer_live;      /* counted in server_peer_live */
 	bool have_next;      /* s->m holds a request read ahead, not handled yet */
+	bool push_leased;    /* a peer pushes chunks on this session: push_lease pins them */
+	uint64_t push_lease;
 	struct small_req *small; /* SESSION_SMALL_GROUP, allocated by the first PUT_SMALL */
 } session;
 
@@ -458,6 +460,8 @@ static int do_put_small(session *s)
 				  (unsigned long long)g[i].rec.seq);
 	}
 	log_info("put %u small file%s in one commit", n, n == 1 ? "" : "s");
+	if (rc == SS_ECLOSED) /* the client closed its side: it may still read these */
+		msgio_flush(&s->io);
 	return rc;
 }
 
@@ -965,7 +969,16 @@ static int do_pushed(session *s)
 {
 	if (!s->v && !(s->v = verifier_start(s->srv->st, NULL, NULL)))
 		return ss_fail(SS_ENOMEM, "cannot start a verifier thread");
-	return verifier_submit(s->v, &s->m, &s->io.in, false);
+	/* Pushed chunks belong to no version until their record arrives by
+	 * PULL: the lease keeps garbage collection off them meanwhile (the
+	 * pusher closes an idle connection after PUSH_IDLE_MS). */
+	if (!s->push_leased) {
+		s->push_lease = store_lease_begin(s->srv->st);
+		s->push_leased = true;
+	}
+	/* Nobody reads answers on a push connection: any failure ends it. */
+	int rc = verifier_submit(s->v, &s->m, &s->io.in, false);
+	return rc ? ss_fail(SS_EPROTO, "pushed chunk not stored: %s", ss_errmsg(rc)) : 0;
 }
 
 /* One request from a server of our own role: replication only. */
@@ -1116,6 +1129,8 @@ out:
 		server_peer_live(srv, node_short_id(c->peer.id), -1);
 	wire_zstd_free(&s->z);
 	verifier_stop(s->v);
+	if (s->push_leased)
+		store_lease_end(srv->st, s->push_lease);
 	for (unsigned i = 0; i < SESSION_MAX_BATCHES; i++) {
 		free(s->batches[i].nodes);
 		idset_free(&s->batches[i].wanted);

@@ -2263,7 +2263,10 @@ static int rec_check_received(const record *r)
  * db_mu inside a transaction (the walk must see what the commit covers). */
 /* node: this store's node id, read by the caller before db_mu (mu and
  * db_mu are never held together). */
-static int db_apply_one(store *st, record *r, uint64_t *seq, uint64_t node)
+/* broken (may be NULL) gets the id of a node marked complete whose subtree
+ * turned out to have a hole, for the caller to unmark once it released the
+ * database (else every retry trusts the mark and fetches nothing). */
+static int db_apply_one(store *st, record *r, uint64_t *seq, uint64_t node, uint8_t *broken, bool *is_broken)
 {
 	int rc = node ? clock_see(st, &r->vv, node) : 0;
 	if (rc)
@@ -2275,6 +2278,10 @@ static int db_apply_one(store *st, record *r, uint64_t *seq, uint64_t node)
 		uint64_t size = 0;
 		rc = tree_check(st, &walk, r->root, 0, &size);
 		free(walk.seen.v);
+		if (rc && walk.broken && broken) {
+			memcpy(broken, walk.broken_id, HASH_LEN);
+			*is_broken = true;
+		}
 		if (!rc && size != r->size)
 			rc = ss_fail(SS_EINVAL, "record for %s names %llu bytes, its tree holds %llu", r->path,
 				     (unsigned long long)r->size, (unsigned long long)size);
@@ -2295,7 +2302,7 @@ int store_apply(store *st, record *recs, unsigned n)
 	if ((rc = db_begin(st)))
 		goto out;
 	for (unsigned i = 0; i < n && !rc; i++)
-		rc = db_apply_one(st, &recs[i], &seqs[i], node);
+		rc = db_apply_one(st, &recs[i], &seqs[i], node, NULL, NULL);
 	if (!rc)
 		rc = db_commit(st, "cannot apply records");
 out:
@@ -2382,6 +2389,8 @@ int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t pee
 	 * path (a conflict copy's path is not the remote's). */
 	record *r = xmalloc(4 * sizeof *r), *local = &r[0], *out = &r[1], *cur = &r[3];
 	uint64_t node = store_node(st);
+	uint8_t broken[HASH_LEN];
+	bool is_broken = false;
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
@@ -2417,7 +2426,7 @@ int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t pee
 				continue;
 			if (found < 0)
 				rc = found;
-			else if (!(rc = db_apply_one(st, o, &o->seq, node)))
+			else if (!(rc = db_apply_one(st, o, &o->seq, node, broken, &is_broken)))
 				nw++;
 		}
 	}
@@ -2430,6 +2439,12 @@ out:
 		db_rollback(st);
 	pthread_mutex_unlock(&st->db_mu);
 	free(r);
+	if (rc && is_broken) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
+		store_unmark_node(st, broken);
+		rc = ss_fail(rc, "%s", msg);
+	}
 	if (!rc && written)
 		*written = nw;
 	return rc;
@@ -2774,10 +2789,15 @@ static int gc_sweep_batch(gc_state *g, const gc_cand *c, size_t n)
 	 * sees the generation move and walks again inside (store_commit). */
 	st->gone_gen++;
 	pthread_mutex_unlock(&st->mu);
+	uint64_t leased = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		const gc_cand *e = &c[i];
-		if (idset_has(&g->live, e->id) || !pos_before(e->loc.seg, e->loc.off, wseg, woff))
+		if (idset_has(&g->live, e->id))
 			continue;
+		if (!pos_before(e->loc.seg, e->loc.off, wseg, woff)) {
+			leased++; /* garbage, but a lease may still need it */
+			continue;
+		}
 		/* A pending row (a node just marked over this record) would be
 		 * indexed again by the next flush: keep the chunk. */
 		pthread_mutex_lock(&st->mu);
@@ -2807,6 +2827,7 @@ static int gc_sweep_batch(gc_state *g, const gc_cand *c, size_t n)
 		st->chunk_bytes -= MIN(st->chunk_bytes, bytes);
 		g->stats->chunks_dropped += dropped;
 		g->stats->bytes_dropped += bytes;
+		g->stats->chunks_leased += leased;
 	}
 	pthread_mutex_unlock(&st->db_mu);
 	return rc;

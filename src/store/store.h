@@ -261,6 +261,7 @@ int store_scrub(store *st, uint8_t cursor[HASH_LEN], uint64_t budget, uint8_t *b
 
 typedef struct store_gc_stats {
 	uint64_t chunks_dropped, bytes_dropped;   /* index entries removed */
+	uint64_t chunks_leased;                   /* unreachable, but kept for a live lease */
 	uint64_t segments_compacted;              /* live records moved, then the file deleted */
 	uint64_t segments_deleted;                /* files deleted (compacted ones included) */
 	uint64_t bytes_before, bytes_after;       /* segment files on disk */
