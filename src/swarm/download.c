@@ -33,7 +33,7 @@
 #define TREE_DEADLINE_S 120   /* one seeder's whole tree, at most */
 #define READ_DEADLINE_S 30.0  /* a READ's answers, at most: slower seeders are dropped */
 
-enum { TODO, TAKEN, DONE };
+enum { WANTED, TAKEN, DONE };
 
 typedef struct leaf {
 	uint8_t id[HASH_LEN];
@@ -211,7 +211,7 @@ static int take_node(job *j, const uint8_t *p, size_t n, const uint8_t id[HASH_L
 		memcpy(lf->id, te.id, HASH_LEN);
 		lf->off = off;
 		lf->len = (uint32_t)te.size;
-		lf->state = TODO;
+		lf->state = WANTED;
 	}
 	return 0;
 }
@@ -299,7 +299,7 @@ static unsigned take(job *j, source *s, size_t *out)
 	unsigned k = 0, me = (unsigned)(s - j->src);
 	for (size_t i = j->hint; i < j->nleaves && k < SWARM_BATCH; i++) {
 		leaf *lf = &j->leaves[i];
-		if (lf->state != TODO || missing_at(s, i))
+		if (lf->state != WANTED || missing_at(s, i))
 			continue;
 		lf->state = TAKEN;
 		lf->owner = (uint8_t)me;
@@ -327,7 +327,7 @@ static void give_back(job *j, const source *s, const size_t *idx, unsigned n)
 	unsigned me = (unsigned)(s - j->src);
 	for (unsigned i = 0; i < n; i++)
 		if (j->leaves[idx[i]].state == TAKEN && j->leaves[idx[i]].owner == me)
-			j->leaves[idx[i]].state = TODO;
+			j->leaves[idx[i]].state = WANTED;
 	if (n)
 		j->hint = 0;
 	pthread_cond_broadcast(&j->cv);
@@ -413,7 +413,7 @@ static void *worker(void *arg)
 			} else if (got == 0) {
 				s->missing[at / 8] |= (uint8_t)(1u << (at % 8));
 				if (lf->state == TAKEN && lf->owner == (uint8_t)(s - j->src)) {
-					lf->state = TODO;
+					lf->state = WANTED;
 					j->hint = 0;
 				}
 			}
