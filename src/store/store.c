@@ -361,6 +361,8 @@ struct store {
 	uint64_t done_seq; /* every put up to here is indexed or dropped */
 	uint64_t drop_seq; /* highest put dropped because its segment was lost */
 	bool flushing;
+	store_flush_hook flush_hook; /* the simulator's, between fsync and index */
+	void *flush_hook_ctx;
 	/* Background flusher: appends past the threshold wake it instead of
 	 * stalling an upload for the fsync; only past twice the threshold does
 	 * an appender flush itself (the bound on pending rows and bytes). */
@@ -1252,6 +1254,14 @@ void store_close(store *st)
 	store_free(st); /* stops the flusher first */
 }
 
+void store_set_flush_hook(store *st, store_flush_hook fn, void *ctx)
+{
+	pthread_mutex_lock(&st->mu);
+	st->flush_hook = fn;
+	st->flush_hook_ctx = ctx;
+	pthread_mutex_unlock(&st->mu);
+}
+
 void store_power_cut(store *st, unsigned keep_permille)
 {
 	if (!st)
@@ -1708,15 +1718,33 @@ int store_flush(store *st)
 				rows[n++] = st->pend.v[i];
 		pthread_mutex_unlock(&st->mu);
 
+		/* The order that makes a chunk durable before anything points
+		 * at it: fsync the segments, then commit their index rows (and
+		 * the node marks) in one transaction. */
 		bool lost = false;
+#if SIM_BUG == 5
+		/* PLANTED BUG 5 (tests/sim only): index before the fsync. */
+		if (n) {
+			pthread_mutex_lock(&st->db_mu);
+			rc = db_index(st, rows, n);
+			pthread_mutex_unlock(&st->db_mu);
+		}
+		if (!rc && st->flush_hook && st->flush_hook(st->flush_hook_ctx))
+			rc = ss_fail(SS_EIO, "simulated stop inside a flush");
+		if (!rc && (rc = seg_sync(st->segs)))
+			lost = true;
+#else
 		rc = seg_sync(st->segs);
 		if (rc) {
 			lost = true;
+		} else if (st->flush_hook && st->flush_hook(st->flush_hook_ctx)) {
+			rc = ss_fail(SS_EIO, "simulated stop inside a flush");
 		} else if (n) {
 			pthread_mutex_lock(&st->db_mu);
 			rc = db_index(st, rows, n);
 			pthread_mutex_unlock(&st->db_mu);
 		}
+#endif
 
 		pthread_mutex_lock(&st->mu);
 		if (!rc) {

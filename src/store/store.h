@@ -290,6 +290,13 @@ typedef struct store_gc_stats {
  */
 int store_gc(store *st, store_gc_stats *out);
 
+/* For the simulator: fn runs inside store_flush after the segments' fsync
+ * and before their index rows commit; non-zero makes that flush fail as if
+ * the process had stopped right there (the rows stay pending, so a power
+ * cut next loses them).  NULL removes it. */
+typedef int (*store_flush_hook)(void *ctx);
+void store_set_flush_hook(store *st, store_flush_hook fn, void *ctx);
+
 /* For the simulator: stop as a power cut would — nothing more is flushed,
  * and every segment loses what was written after its last fsync except
  * keep_permille/1000 of it (a torn tail).  Committed SQLite transactions
