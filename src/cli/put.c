@@ -691,7 +691,7 @@ static int put_path(const cli_opts *o, client *cl, const char *local, const char
 	int fd = open(local, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ss_fail_errno("cannot open %s", local);
-	if (stats->defer && sb.st_size <= (off_t)WIRE_SMALL_MAX)
+	if (stats->defer && sb.st_size <= (off_t)WIRE_SMALL_MAX && (cl->io.peer_features & WIRE_FEATURE_SMALL))
 		rc = put_small(cl, fd, &sb, local, remote, stats);
 	else
 		rc = put_file(o, cl, fd, &sb, local, remote, stats);

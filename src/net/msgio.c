@@ -83,6 +83,8 @@ int msgio_hello_client(msgio *io)
 		rc = msgio_expect(io, MSG_HELLO, m);
 	if (!rc)
 		rc = check_hello(m);
+	if (!rc)
+		io->peer_features = m->hello.flags;
 	free(m);
 	return rc;
 }
@@ -93,8 +95,10 @@ int msgio_hello_server(msgio *io)
 	int rc = msgio_expect(io, MSG_HELLO, m);
 	if (!rc)
 		rc = check_hello(m);
-	if (!rc)
+	if (!rc) {
+		io->peer_features = m->hello.flags;
 		rc = wire_hello(&io->out);
+	}
 	if (!rc)
 		rc = msgio_flush(io);
 	free(m);

@@ -18,6 +18,7 @@ typedef struct msgio {
 	buf out;      /* frames not yet written */
 	buf in;       /* payload of the last frame read */
 	uint64_t sent; /* frame bytes written, for "sent X of Y" reports */
+	uint32_t peer_features; /* the other side's HELLO flags (WIRE_FEATURE_*) */
 } msgio;
 
 void msgio_init(msgio *io, conn *c);

@@ -350,7 +350,7 @@ int wire_hello(buf *b)
 	rc |= buf_append(b, WIRE_MAGIC, 8);
 	rc |= put16(b, WIRE_VERSION);
 	rc |= put16(b, WIRE_MIN_VERSION);
-	rc |= put32(b, 0);
+	rc |= put32(b, WIRE_FEATURES);
 	return frame_done(b, s, rc);
 }
 

@@ -36,6 +36,10 @@
 #define WIRE_BATCH_NODES 64 /* tree nodes a client may send before SYNC */
 #define WIRE_TEXT_MAX 512
 #define WIRE_SMALL_MAX (64u * 1024) /* bytes of a file sent whole in PUT_SMALL */
+/* HELLO flags: what this build understands beyond version 1's first
+ * messages, so a newer client can fall back with an older server. */
+#define WIRE_FEATURE_SMALL 1u /* PUT_SMALL */
+#define WIRE_FEATURES WIRE_FEATURE_SMALL
 /* Bytes of a CHUNK payload on the wire: raw ≤ CDC_MAX, zstd at most its bound. */
 #define WIRE_CHUNK_MAX (CDC_MAX + CDC_MAX / 128 + 4096)
 
