@@ -167,6 +167,16 @@ int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtor
 	return 0;
 }
 
+bool swarm_has_share(swarm *sw, const uint8_t root[HASH_LEN])
+{
+	bool has = false;
+	pthread_mutex_lock(&sw->mu);
+	for (unsigned i = 0; i < sw->nshares && !has; i++)
+		has = !sw->shares[i].partial && !memcmp(sw->shares[i].t.root, root, HASH_LEN);
+	pthread_mutex_unlock(&sw->mu);
+	return has;
+}
+
 int swarm_unshare(swarm *sw, const mtorrent *t, int file, bool *ours, const char *mtorrent_path)
 {
 	int found = -1;

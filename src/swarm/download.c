@@ -464,8 +464,10 @@ static int add_seeder(void *ctx, const msg *m)
 {
 	found *f = ctx;
 	job *j = f->j;
-	if (!memcmp(m->seeder.id, j->sw->node_id, HASH_LEN))
-		return 0; /* ourselves */
+	/* Ourselves: only when we share the whole file already (a `get` of a
+	 * file this client shares copies it through its own upload port). */
+	if (!memcmp(m->seeder.id, j->sw->node_id, HASH_LEN) && !swarm_has_share(j->sw, j->d->t.root))
+		return 0;
 	pthread_mutex_lock(&j->mu);
 	source *s = NULL;
 	for (unsigned i = 0; i < j->nsrc && !s; i++)

@@ -112,5 +112,7 @@ int swarm_share(swarm *sw, const mtorrent *t, const char *path, const char *mtor
  * (file -1) the complete share, as `remove` does.  *ours (may be NULL): it
  * was shared by `share` under mtorrent_path.  SS_ENOENT if not shared. */
 int swarm_unshare(swarm *sw, const mtorrent *t, int file, bool *ours, const char *mtorrent_path);
+/* Does this client share all of root (not a download still running)? */
+bool swarm_has_share(swarm *sw, const uint8_t root[HASH_LEN]);
 
 #endif

@@ -315,6 +315,20 @@ def test_slow_seeder_does_not_hold_the_end(swarm, trackers, tmp_path):
     assert took < 8, f"the download took {took:.1f} s: it waited for the slow seeder\n" + c.log()[-3000:]
 
 
+def test_get_of_a_file_this_client_shares(swarm, trackers, tmp_path):
+    """The only seeder is the client itself: `get` copies the file through
+    its own upload port (verified like any download)."""
+    src = make_file(tmp_path / "src" / "own.bin", 3 * MiB, seed=17)
+    a = swarm.client("A")
+    mt = a.share(src, "own.mtorrent")
+    for t in trackers:
+        t.wait_listed(mt.root, a.addr)
+    a.get(mt.path, "copy.bin")
+    a.wait_done("copy.bin", timeout=30)
+    assert_same_file(a.cwd / "copy.bin", src)
+    assert a.close() == 0, swarm.report()
+
+
 # ---- 4. liveness ---------------------------------------------------------------
 
 def test_killed_seeder_expires_from_both_trackers(swarm, trackers, tmp_path):
