@@ -105,3 +105,9 @@ bool repl_tombstone_expirable(const record *t, int64_t now_ns, int64_t retention
 			return false;
 	return true;
 }
+
+bool repl_expirable(void *ctx, const record *t)
+{
+	const repl_expiry *e = ctx;
+	return repl_tombstone_expirable(t, e->now_ns, e->retention_ns, e->acked, e->nmembers);
+}

@@ -44,6 +44,14 @@ int repl_decide(void *ctx, const record *local, const record *remote, record out
  */
 bool repl_tombstone_expirable(const record *t, int64_t now_ns, int64_t retention_ns, const uint64_t *acked,
 			      unsigned nmembers);
+/* The same as a store_expirable_fn (store_expire_tombstones' callback)
+ * over a repl_expiry, for the server's housekeeping and the simulator. */
+typedef struct repl_expiry {
+	int64_t now_ns, retention_ns;
+	const uint64_t *acked;
+	unsigned nmembers;
+} repl_expiry;
+bool repl_expirable(void *ctx, const record *t);
 
 /* Is a received record well formed (path, sorted non-zero version vector,
  * mode, an empty root for a tombstone)?  0 or SS_EPROTO/SS_EINVAL saying why. */

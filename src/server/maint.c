@@ -32,31 +32,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct expiry {
-	int64_t now, retention;
-	uint64_t acked[SERVER_MAX_PEERS];
-	unsigned n;
-} expiry;
-
-static bool expirable(void *ctx, const record *t)
-{
-	const expiry *e = ctx;
-	return repl_tombstone_expirable(t, e->now, e->retention, e->acked, e->n);
-}
-
-/* Each configured member's cursor over our log, 0 if unknown. */
-static void member_acks(server *srv, expiry *e)
+/* Each configured member's cursor over our log, 0 if unknown; the count. */
+static unsigned member_acks(server *srv, uint64_t acked[SERVER_MAX_PEERS])
 {
 	peer_info pi;
-	e->n = 0;
-	for (unsigned i = 0; peers_info(srv, i, &pi) && e->n < SERVER_MAX_PEERS; i++) {
+	unsigned n = 0;
+	for (unsigned i = 0; peers_info(srv, i, &pi) && n < SERVER_MAX_PEERS; i++) {
 		bool known = false;
 		for (unsigned k = 0; k < HASH_LEN && !known; k++)
 			known = pi.id[k] != 0;
 		if (known && peers_is_forgotten(srv, pi.id))
 			continue; /* forgotten: blocks nothing any more */
-		e->acked[e->n++] = known ? server_acked(srv, node_short_id(pi.id)) : 0;
+		acked[n++] = known ? server_acked(srv, node_short_id(pi.id)) : 0;
 	}
+	return n;
 }
 
 static void maint_round(server *srv, double *last_gc, bool *leased_left)
@@ -67,12 +56,10 @@ static void maint_round(server *srv, double *last_gc, bool *leased_left)
 	uint64_t versions = 0, tombs = 0;
 	int rc = store_expire_history(st, now, retention, &versions);
 	if (!rc) {
-		expiry *e = xcalloc(1, sizeof *e);
-		e->now = now;
-		e->retention = retention;
-		member_acks(srv, e);
-		rc = store_expire_tombstones(st, expirable, e, &tombs);
-		free(e);
+		uint64_t acked[SERVER_MAX_PEERS];
+		repl_expiry e = {.now_ns = now, .retention_ns = retention, .acked = acked};
+		e.nmembers = member_acks(srv, acked);
+		rc = store_expire_tombstones(st, repl_expirable, &e, &tombs);
 	}
 	/* GC walks every kept tree: only after something left the history, or
 	 * hourly for what failed uploads and fetches left behind — and again

@@ -10,7 +10,7 @@
  * repl_pull_after, the same "cursor past our head is no ack" rule, the same
  * in-memory, latest-cursor ack table), the write quorum after
  * server.c copies_locked, tombstone expiry after maint.c (the same
- * repl_tombstone_expirable over the in-memory acks).  What is NOT the real
+ * repl_expirable over the in-memory acks).  What is NOT the real
  * code: the network (pulls are function calls), client sessions (writes call
  * store_commit directly; no catch_up before a write), threads.
  *
@@ -556,28 +556,17 @@ static void deliver_pending(void)
 
 /* ---- housekeeping (maint.c) ---- */
 
-typedef struct expiry {
-	int64_t now, retention;
-	uint64_t acked[N];
-	unsigned n;
-} expiry;
-
-static bool expirable(void *ctx, const record *t)
-{
-	const expiry *e = ctx;
-	return repl_tombstone_expirable(t, e->now, e->retention, e->acked, e->n);
-}
-
 static void housekeeping(int i)
 {
 	server *s = &S.s[i];
 	uint64_t versions = 0, tombs = 0;
 	MUST(store_expire_history(s->st, S.now, RETENTION, &versions));
-	expiry e = {.now = S.now, .retention = RETENTION};
+	uint64_t acked[N];
+	repl_expiry e = {.now_ns = S.now, .retention_ns = RETENTION, .acked = acked};
 	for (int j = 0; j < N; j++)
 		if (j != i)
-			e.acked[e.n++] = s->acked[j];
-	MUST(store_expire_tombstones(s->st, expirable, &e, &tombs));
+			acked[e.nmembers++] = s->acked[j];
+	MUST(store_expire_tombstones(s->st, repl_expirable, &e, &tombs));
 	S.c.tomb_expiries += tombs;
 	if (versions || tombs || chance(20)) {
 		MUST(store_gc(s->st, NULL));
