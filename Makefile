@@ -88,7 +88,7 @@ fuzz: deps
 # the linker takes those objects instead of the library's.
 SIM_SEEDS ?= 1000
 SIM_BUG_SRC := src/core/repl.c src/server/apply.c src/store/store.c
-SIM_BUGS := 1 2 3 4 5
+SIM_BUGS := 1 2 3 4 5 6
 
 $(B)/sim: tests/sim/sim.c $(B)/libsyncstore.a $(wildcard tests/sim/*.h)
 	@mkdir -p $(dir $@)
@@ -104,7 +104,7 @@ sim: $(B)/sim
 
 # Each planted bug must make the simulator fail on a seed the unplanted
 # build passes (tests/sim/selftest.sh prints the check that caught it).
-SIM_SELFTEST_SEEDS ?= 300
+SIM_SELFTEST_SEEDS ?= 1000
 sim-selftest: $(B)/sim $(addprefix $(B)/sim-bug,$(SIM_BUGS))
 	@tests/sim/selftest.sh $(B) $(SIM_SELFTEST_SEEDS) $(SIM_BUGS)
 

@@ -90,6 +90,13 @@ uint64_t repl_pull_after(uint64_t cursor_index, uint64_t cursor_seq, uint64_t pe
 	return cursor_index == peer_index ? cursor_seq : 0;
 }
 
+bool repl_cursor_valid(uint64_t after, uint64_t head, uint64_t ours, uint64_t theirs)
+{
+	if (after > head)
+		return false;
+	return !after || !ours || !theirs || ours == theirs;
+}
+
 bool repl_tombstone_expirable(const record *t, int64_t now_ns, int64_t retention_ns, const uint64_t *acked,
 			      unsigned nmembers)
 {

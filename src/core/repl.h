@@ -61,4 +61,17 @@ int repl_record_check(const record *r);
  * peer announces, else 0 (its data directory is new: everything again). */
 uint64_t repl_pull_after(uint64_t cursor_index, uint64_t cursor_seq, uint64_t peer_index);
 
+/*
+ * Is a puller's cursor over our log (same index id) still a place in it?
+ * after: its cursor; head: our head; ours: store_rec_fp of our version at
+ * seq `after` (0: no version there — never written, or expired); theirs:
+ * the fingerprint of the record it received there (0: unknown).  False when
+ * our log went back or changed under its cursor — the cursor is past our
+ * head, or our record there is another one: this data directory was
+ * restored from an older copy (and may since have written new records at
+ * seqs the cursor already passed).  The caller then starts a new sequence
+ * space (store_log_regressed).
+ */
+bool repl_cursor_valid(uint64_t after, uint64_t head, uint64_t ours, uint64_t theirs);
+
 #endif

@@ -242,6 +242,8 @@ int wire_decode(uint8_t type, const uint8_t *p, size_t n, msg *m)
 		m->pull.after = get64(&r);
 		m->pull.limit = get32(&r);
 		m->pull.wait_ms = get32(&r);
+		m->pull.acked = get64(&r);
+		m->pull.fp = get64(&r);
 		break;
 	case MSG_PULLED:
 		m->pulled.index_id = get64(&r);
@@ -555,14 +557,17 @@ int wire_forget(buf *b, const char *node_hex, uint32_t flags)
 	return frame_done(b, s, rc);
 }
 
-int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint32_t limit, uint32_t wait_ms)
+int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint64_t acked, uint64_t fp, uint32_t limit,
+	      uint32_t wait_ms)
 {
 	size_t s = b->len;
-	int rc = frame_begin(b, MSG_PULL, 24);
+	int rc = frame_begin(b, MSG_PULL, 40);
 	rc |= put64(b, index_id);
 	rc |= put64(b, after);
 	rc |= put32(b, limit);
 	rc |= put32(b, wait_ms);
+	rc |= put64(b, acked);
+	rc |= put64(b, fp);
 	return frame_done(b, s, rc);
 }
 

@@ -76,7 +76,7 @@ enum wire_type {
 	MSG_SERVER = 41, /* one server's state, see wire_server */
 
 	/* Between servers (both ends hold server certificates). */
-	MSG_PULL = 50,    /* index_id u64, after u64, limit u32, wait_ms u32 — ENTRY…, PULLED */
+	MSG_PULL = 50,    /* index_id u64, after u64, limit u32, wait_ms u32, acked u64, fp u64 — ENTRY…, PULLED */
 	MSG_PULLED = 51,  /* index_id u64, head u64, files u64, bytes u64, digest id */
 	MSG_READ = 52,    /* count u16, ids[count] — per id in order: CHUNK or MISSING */
 	MSG_MISSING = 53, /* id: not stored here (or failed verification) */
@@ -141,7 +141,9 @@ typedef struct msg {
 		struct { char node[HASH_HEX_LEN + 1]; uint32_t flags; } forget;
 		record rec; /* META, ENTRY */
 		wire_server server;
-		struct { uint64_t index_id, after; uint32_t limit, wait_ms; } pull;
+		/* acked ≤ after: applied here, not merely received (pending
+		 * records); fp: store_rec_fp of the record at `after` as received */
+		struct { uint64_t index_id, after, acked, fp; uint32_t limit, wait_ms; } pull;
 		struct { uint64_t index_id, head, files, bytes; uint8_t digest[HASH_LEN]; } pulled;
 		struct { uint8_t id[HASH_LEN]; } missing;
 		struct { char addr[128]; uint16_t cluster_size; } join;
@@ -183,7 +185,8 @@ int wire_mv(buf *b, const char *from, const char *to);
 int wire_forget(buf *b, const char *node_hex, uint32_t flags);
 int wire_record(buf *b, uint8_t type, const record *r); /* META, ENTRY */
 int wire_server_info(buf *b, const wire_server *s);
-int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint32_t limit, uint32_t wait_ms);
+int wire_pull(buf *b, uint64_t index_id, uint64_t after, uint64_t acked, uint64_t fp, uint32_t limit,
+	      uint32_t wait_ms);
 int wire_pulled(buf *b, uint64_t index_id, uint64_t head, uint64_t files, uint64_t bytes,
 		const uint8_t digest[HASH_LEN]);
 int wire_missing(buf *b, const uint8_t id[HASH_LEN]);

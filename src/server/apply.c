@@ -1,6 +1,8 @@
 /* apply.c — see apply.h. */
 #include "apply.h"
+#include "../core/resolve.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* O(n²) over ≤ PEER_PULL_BATCH records. */
@@ -19,11 +21,11 @@ unsigned repl_drop_superseded(record *recs, unsigned n)
 
 int repl_apply_batch(store *st, record *recs, unsigned n, uint64_t from, uint64_t head, uint64_t peer_short,
 		     uint64_t peer_index, repl_fetch_fn fetch, void *fetch_ctx, repl_counts *counts,
-		     unsigned *written)
+		     store_applied *out)
 {
 	int rc = 0;
-	if (written)
-		*written = 0;
+	if (out)
+		*out = (store_applied){0};
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t prev = i ? recs[i - 1].seq : from;
 		if (recs[i].seq <= prev || recs[i].seq > head)
@@ -43,8 +45,15 @@ int repl_apply_batch(store *st, record *recs, unsigned n, uint64_t from, uint64_
 			return rc;
 		return 0;
 	}
-	uint64_t last = recs[n - 1].seq;
+	uint64_t first = recs[0].seq, last = recs[n - 1].seq;
 	unsigned kept = repl_drop_superseded(recs, n);
+	/* A record parked from this batch holds the acknowledgement back
+	 * below the whole batch (store_cursor_acked): the records it stood in
+	 * for are not held here either — those it superseded, and the one a
+	 * conflict copy carries the content of (the copy comes later in the
+	 * log than the version it preserves). */
+	for (unsigned i = 0; i < kept; i++)
+		recs[i].seq = first;
 	/* Fetched chunks belong to no version until the apply: the lease
 	 * keeps garbage collection off them meanwhile. */
 	uint64_t lease = store_lease_begin(st);
@@ -63,10 +72,46 @@ int repl_apply_batch(store *st, record *recs, unsigned n, uint64_t from, uint64_
 		}
 		continue;
 #endif
-		rc = fetch(fetch_ctx, recs[i].root);
+		/* A tree this peer cannot complete is not its whole batch's
+		 * problem: the store parks the record, and repl_apply_pending
+		 * gets its tree from any server later. */
+		if ((rc = fetch(fetch_ctx, recs[i].root)) == SS_ENOENT)
+			rc = 0;
 	}
 	if (!rc)
-		rc = store_apply_remote(st, recs, kept, peer_short, peer_index, last, repl_decide, counts, written);
+		rc = store_apply_remote(st, recs, kept, peer_short, peer_index, last, repl_decide, counts, out);
 	store_lease_end(st, lease);
+	return rc;
+}
+
+int repl_apply_pending(store *st, store_pending *p, unsigned n, repl_fetch_fn fetch, void *fetch_ctx,
+		       repl_counts *counts, store_applied *out)
+{
+	if (out)
+		*out = (store_applied){0};
+	unsigned ready = 0, waiting = 0;
+	int rc = 0;
+	uint64_t lease = store_lease_begin(st);
+	for (unsigned i = 0; i < n && !rc; i++) {
+		/* One the path has moved past since needs no tree: the apply
+		 * finds it changes nothing and drops it. */
+		record *cur = xmalloc(sizeof *cur);
+		resolution res = {0};
+		bool stale = !store_lookup(st, p[i].rec.path, cur) && !resolve(cur, &p[i].rec, &res) &&
+			     res.kind == RESOLVE_KEEP;
+		free(cur);
+		if (!stale && !p[i].rec.deleted && (rc = fetch(fetch_ctx, p[i].rec.root)) == SS_ENOENT) {
+			rc = 0; /* not from this server: it stays parked */
+			waiting++;
+			continue;
+		}
+		if (!rc)
+			p[ready++] = p[i];
+	}
+	if (!rc && ready)
+		rc = store_apply_pending(st, p, ready, repl_decide, counts, out);
+	store_lease_end(st, lease);
+	if (out)
+		out->parked += waiting;
 	return rc;
 }

@@ -33,14 +33,29 @@ unsigned repl_drop_superseded(record *recs, unsigned n);
  *   - n == 0: only a new index id is remembered (cursor (peer_index, 0));
  *   - otherwise drop superseded records, take a lease (GC stays off the
  *     fetched chunks), fetch each kept live record's tree, and call
- *     store_apply_remote(…, repl_decide, counts, written), setting the
- *     cursor to (peer_index, last seq of the batch).
+ *     store_apply_remote(…, repl_decide, counts, out), setting the
+ *     cursor to (peer_index, last seq of the batch).  A fetch that finds
+ *     a chunk missing at the peer (SS_ENOENT) is no error: the store parks
+ *     that record as pending, under the seq of the batch's FIRST record,
+ *     so the acknowledgement stays below the whole batch until it is
+ *     applied; any other fetch error fails the batch.
  *
- * recs is reordered in place.  counts and written may be NULL.  The caller
+ * recs is reordered in place.  counts and out may be NULL.  The caller
  * serialises concurrent calls on one store if it wants to (peer.c does).
  */
 int repl_apply_batch(store *st, record *recs, unsigned n, uint64_t from, uint64_t head, uint64_t peer_short,
 		     uint64_t peer_index, repl_fetch_fn fetch, void *fetch_ctx, repl_counts *counts,
-		     unsigned *written);
+		     store_applied *out);
+
+/*
+ * Try parked records p[0..n) (store_pending_list) with one more server's
+ * fetch: a record the path has moved past since (resolve says KEEP) needs
+ * no tree; the others are fetched, and those whose fetch finds a chunk
+ * missing (SS_ENOENT) stay parked for another server.  The rest go through
+ * store_apply_pending with repl_decide.  p is compacted in place.
+ * out->parked counts what is still parked.  Any other fetch error stops it.
+ */
+int repl_apply_pending(store *st, store_pending *p, unsigned n, repl_fetch_fn fetch, void *fetch_ctx,
+		       repl_counts *counts, store_applied *out);
 
 #endif

@@ -54,7 +54,7 @@ static void maint_round(server *srv, double *last_gc, bool *leased_left)
 	int64_t now = now_wall_ns();
 	int64_t retention = srv->opts->retention_ms * 1000000;
 	uint64_t versions = 0, tombs = 0;
-	int rc = store_expire_history(st, now, retention, &versions);
+	int rc = store_expire_history(st, now, retention, server_quorum_floor(srv), &versions);
 	if (!rc) {
 		uint64_t acked[SERVER_MAX_PEERS];
 		repl_expiry e = {.now_ns = now, .retention_ns = retention, .acked = acked};

@@ -34,6 +34,11 @@ struct peers {
 	peer *v;
 	uint8_t forgotten[SERVER_MAX_PEERS][HASH_LEN]; /* members removed for good */
 	unsigned nforgotten;
+	/* Records parked here (received, tree not complete yet), and how
+	 * often a batch parked new ones: a link whose last try found nothing
+	 * tries again at once when this moves, else after its backoff. */
+	uint64_t pending, pending_gen; /* under mu */
+	double parked_at;              /* now_mono() when a batch last parked some */
 };
 
 static bool forgotten_locked(struct peers *ps, const uint8_t id[HASH_LEN])
@@ -71,6 +76,12 @@ typedef struct link {
 	struct cached_node *cache; /* PEER_PULL_BATCH: nodes prefetch() read */
 	unsigned ncache;
 	buf local; /* a node read from our own store */
+	/* Pending records this link tried (resolve_pending): when it may try
+	 * again, unless pending_gen moved. */
+	double pending_retry_at;
+	int pending_backoff_ms;
+	uint64_t pending_gen;
+	uint64_t pending_after; /* where its next try starts in the table (it goes round) */
 } link;
 
 typedef struct cached_node {
@@ -134,17 +145,23 @@ static int fetch_chunks(link *l, const tree_node *nd)
 	}
 	if (!n)
 		return 0;
-	int rc = send_read(l, ids, n);
+	/* Every reply is read even after a MISSING, so the link stays in
+	 * step; the tree then reports SS_ENOENT (its record is parked). */
+	int rc = send_read(l, ids, n), missing = 0;
 	for (unsigned i = 0; i < n && !rc; i++) {
 		const uint8_t *p;
 		size_t len;
-		if ((rc = recv_chunk(l, ids + i * HASH_LEN, &p, &len)))
-			break;
-		rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len);
-		l->fetched_chunks++;
-		l->fetched_bytes += len;
+		if ((rc = recv_chunk(l, ids + i * HASH_LEN, &p, &len)) == SS_ENOENT) {
+			rc = 0;
+			missing = SS_ENOENT;
+			continue;
+		}
+		if (!rc && !(rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len))) {
+			l->fetched_chunks++;
+			l->fetched_bytes += len;
+		}
 	}
-	return rc;
+	return rc ? rc : missing;
 }
 
 /*
@@ -306,14 +323,110 @@ static void set_info(link *l, const msg *pulled, uint64_t cursor)
 	pthread_mutex_unlock(&p->all->mu);
 }
 
-/* One PULL: receive what is new, complete the trees, apply in one go.  The
- * first PULL of a connection is not held, so status and the write
- * catch-up learn the peer's head at once. */
+/* Publish the store's count of parked records (status, peers_catch_up);
+ * a batch that parked some moves pending_gen, so every link tries them.
+ * Called holding apply_mu, under which every change to the parked records
+ * happens, so no count read here can overwrite a newer one. */
+static void note_pending(link *l, unsigned parked)
+{
+	uint64_t n = 0;
+	int rc = store_pending_count(l->st, &n);
+	if (rc) {
+		log_warn("peer %s: %s", l->p->addr, ss_errmsg(rc));
+		return;
+	}
+	pthread_mutex_lock(&l->p->all->mu);
+	l->p->all->pending = n;
+	if (parked) {
+		l->p->all->pending_gen++;
+		l->p->all->parked_at = now_mono();
+	}
+	pthread_cond_broadcast(&l->p->all->cv);
+	pthread_mutex_unlock(&l->p->all->mu);
+}
+
+/*
+ * Parked records (received, tree not complete: the server they came from
+ * lacked a chunk): try to complete their trees from this link's peer and
+ * apply them (repl_apply_pending), a batch at a time, several trees per
+ * round trip (prefetch).  Every link does this, so a parked record is
+ * fetched from whichever server has it.  A try that applied nothing backs
+ * off (1 s doubling to PEER_PENDING_RETRY_MAX_MS) until new records park.
+ */
+static int resolve_pending(link *l)
+{
+	struct peers *ps = l->p->all;
+	pthread_mutex_lock(&ps->mu);
+	uint64_t pending = ps->pending, gen = ps->pending_gen;
+	pthread_mutex_unlock(&ps->mu);
+	if (!pending || (gen == l->pending_gen && now_mono() < l->pending_retry_at))
+		return 0;
+	l->pending_gen = gen;
+	store_pending *p = xmalloc(PEER_PULL_BATCH * sizeof *p);
+	store_applied total = {0};
+	unsigned n = 0;
+	int rc = 0;
+	pthread_mutex_lock(&ps->apply_mu);
+	uint64_t lease = store_lease_begin(l->st);
+	/* At most 16 batches a try, going round the table from where the last
+	 * try stopped, so rows no server can supply at the front do not starve
+	 * the rest (rows still incomplete go back in at the end, new ids). */
+	for (int round = 0; round < 16 && !rc && !server_stopping(l->p->srv); round++) {
+		if ((rc = store_pending_list(l->st, l->pending_after, p, PEER_PULL_BATCH, &n)))
+			break;
+		if (!n) {
+			bool wrapped = l->pending_after != 0;
+			l->pending_after = 0;
+			if (wrapped)
+				continue;
+			break;
+		}
+		l->pending_after = p[n - 1].rec.seq;
+		for (unsigned i = 0; i < n; i++)
+			l->recs[i] = p[i].rec;
+		store_applied ap;
+		if (!(rc = prefetch(l, l->recs, n)) &&
+		    !(rc = repl_apply_pending(l->st, p, n, link_fetch, l, &l->counts, &ap)))
+			total.written += ap.written;
+		l->ncache = 0;
+	}
+	store_lease_end(l->st, lease);
+	note_pending(l, 0);
+	pthread_mutex_unlock(&ps->apply_mu);
+	free(p);
+	if (total.written) {
+		server_changed(l->p->srv);
+		char sz[16];
+		fmt_size(l->fetched_bytes, sz);
+		log_info("peer %s: applied %u pending records (%llu chunks, %s fetched from it)", l->p->addr,
+			 total.written, (unsigned long long)l->fetched_chunks, sz);
+		l->pending_backoff_ms = 0;
+	} else {
+		l->pending_backoff_ms = l->pending_backoff_ms ? MIN(l->pending_backoff_ms * 2, PEER_PENDING_RETRY_MAX_MS)
+							      : 1000;
+	}
+	l->fetched_chunks = l->fetched_bytes = 0;
+	l->pending_retry_at = now_mono() + l->pending_backoff_ms / 1000.0;
+	return rc;
+}
+
+/* One PULL: receive what is new, complete the trees, apply in one go
+ * (records whose trees this peer cannot complete are parked).  The first
+ * PULL of a connection is not held, so status and the write catch-up learn
+ * the peer's head at once; while records are parked it is held at most
+ * PEER_PENDING_WAIT_MS, so the link comes back to try them. */
 static int pull_once(link *l, bool first)
 {
-	uint64_t index_id, cursor;
+	uint64_t index_id, cursor, acked, fp;
 	int rc = store_cursor_get(l->st, l->peer_short, &index_id, &cursor);
-	if (rc || (rc = wire_pull(&l->io.out, index_id, cursor, PEER_PULL_BATCH, first ? 0 : PEER_WAIT_MS)) ||
+	if (!rc)
+		rc = store_cursor_acked(l->st, l->peer_short, index_id, &acked);
+	if (!rc)
+		rc = store_cursor_fp(l->st, l->peer_short, &fp);
+	pthread_mutex_lock(&l->p->all->mu);
+	uint32_t wait = first ? 0 : l->p->all->pending ? PEER_PENDING_WAIT_MS : PEER_WAIT_MS;
+	pthread_mutex_unlock(&l->p->all->mu);
+	if (rc || (rc = wire_pull(&l->io.out, index_id, cursor, acked, fp, PEER_PULL_BATCH, wait)) ||
 	    (rc = msgio_flush(&l->io)))
 		return rc;
 	unsigned n = 0;
@@ -339,31 +452,44 @@ static int pull_once(link *l, bool first)
 	/* The batch itself (checks, superseded records, lease, trees, apply)
 	 * is server/apply.c, shared with the simulator.  One link fetches and
 	 * applies at a time; an empty batch takes no turn. */
-	unsigned written = 0;
+	store_applied ap = {0};
 	uint64_t last = n ? l->recs[n - 1].seq : from; /* before the batch is compacted */
-	if (n)
+	/* An empty batch takes no turn, unless it starts a new index id (its
+	 * cursor reset drops the records parked from the old log). */
+	bool locked = n || peer_index != index_id;
+	if (locked)
 		pthread_mutex_lock(&l->p->all->apply_mu);
 	/* The lease keeps garbage collection off what prefetch stores. */
 	uint64_t lease = store_lease_begin(l->st);
 	rc = n ? prefetch(l, l->recs, n) : 0;
 	if (!rc)
 		rc = repl_apply_batch(l->st, l->recs, n, from, pulled.pulled.head, l->peer_short, peer_index, link_fetch,
-				      l, &l->counts, &written);
+				      l, &l->counts, &ap);
+	l->ncache = 0;
 	store_lease_end(l->st, lease);
-	if (n)
+	if (locked) {
+		/* Parked records may have come, or gone with an old log. */
+		if (!rc)
+			note_pending(l, ap.parked);
 		pthread_mutex_unlock(&l->p->all->apply_mu);
-	if (rc || !n)
-		return rc;
-	if (written) {
-		server_changed(l->p->srv);
-		char sz[16];
-		fmt_size(l->fetched_bytes, sz);
-		log_info("peer %s: applied %u of %u records (%llu chunks, %s fetched)", l->p->addr, written, n,
-			 (unsigned long long)l->fetched_chunks, sz);
 	}
-	l->fetched_chunks = l->fetched_bytes = 0;
-	set_info(l, &pulled, last);
-	return 0;
+	if (rc)
+		return rc;
+	if (ap.parked)
+		log_warn("peer %s lacks chunks of %u records: parked until another server sends them", l->p->addr,
+			 ap.parked);
+	if (n) {
+		if (ap.written) {
+			server_changed(l->p->srv);
+			char sz[16];
+			fmt_size(l->fetched_bytes, sz);
+			log_info("peer %s: applied %u of %u records (%llu chunks, %s fetched)", l->p->addr, ap.written,
+				 n, (unsigned long long)l->fetched_chunks, sz);
+		}
+		l->fetched_chunks = l->fetched_bytes = 0;
+		set_info(l, &pulled, last);
+	}
+	return resolve_pending(l);
 }
 
 /* ---- the link ---- */
@@ -469,6 +595,9 @@ static int link_run(peer *p, bool *pulled)
 			log_warn("cannot remember peer %s: %s", p->addr, ss_errmsg(rc));
 		rc = 0;
 		log_info("peer %s (node %.16s) connected", p->addr, hex);
+		pthread_mutex_lock(&p->all->apply_mu);
+		note_pending(&l, 0);
+		pthread_mutex_unlock(&p->all->apply_mu);
 		for (bool first = true; !server_stopping(p->srv) && !(rc = pull_once(&l, first)); first = false)
 			*pulled = true;
 		if (l.counts.conflicts)
@@ -666,6 +795,11 @@ void peers_free(server *srv)
 
 static bool behind_locked(struct peers *ps)
 {
+	/* A parked record may be the very version the write builds on —
+	 * while it is new, and the other links are still trying it.  One no
+	 * server could supply for a while does not hold up every write. */
+	if (ps->pending && now_mono() - ps->parked_at < PEER_PENDING_FRESH_S)
+		return true;
 	for (unsigned i = 0; i < ps->n; i++) {
 		const peer_info *pi = &ps->v[i].info;
 		if (pi->connected && (!pi->head_known || pi->cursor < pi->head))
@@ -782,6 +916,18 @@ int peers_forget(server *srv, const char *node, bool relayed, unsigned *servers)
 		memcpy(ps->forgotten[ps->nforgotten++], id, HASH_LEN);
 	pthread_cond_broadcast(&ps->cv);
 	pthread_mutex_unlock(&ps->mu);
+	/* Its log will never be pulled again: what was parked from it comes
+	 * (if it exists anywhere) through the logs of those who hold it. */
+	pthread_mutex_lock(&ps->apply_mu);
+	if ((rc = store_pending_drop_peer(srv->st, node_short_id(id))))
+		log_warn("forget %.16s: %s", hex, ss_errmsg(rc));
+	uint64_t left = 0;
+	if (!store_pending_count(srv->st, &left)) {
+		pthread_mutex_lock(&ps->mu);
+		ps->pending = left;
+		pthread_mutex_unlock(&ps->mu);
+	}
+	pthread_mutex_unlock(&ps->apply_mu);
 	log_info("node %.16s forgotten: it no longer blocks tombstone expiry and may not rejoin with its data",
 		 hex);
 	*servers = 1;

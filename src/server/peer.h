@@ -25,6 +25,9 @@
 #define PEER_PULL_BATCH 256  /* records asked for per PULL */
 #define PEER_BACKOFF_MAX_MS 1000 /* a returning peer is seen within a second */
 #define PEER_CONNECT_MS 3000 /* connect + TLS handshake (bounds shutdown too) */
+#define PEER_PENDING_WAIT_MS 1000      /* the PULL hold while records are parked */
+#define PEER_PENDING_RETRY_MAX_MS 30000 /* a link's retry of parked records, at most */
+#define PEER_PENDING_FRESH_S 10.0       /* a write waits for records parked this recently */
 
 /* A peer's state as status shows it. */
 typedef struct peer_info {

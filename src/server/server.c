@@ -313,6 +313,43 @@ int server_quorum_ready(server *srv)
 		       live + 1, srv->cluster_size, srv->write_quorum);
 }
 
+void server_hold(server *srv, quorum_hold *h, uint64_t seq)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	if (!h->held) {
+		h->seq = seq;
+		h->held = true;
+		h->next = srv->holds;
+		srv->holds = h;
+	} else {
+		h->seq = MIN(h->seq, seq);
+	}
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
+void server_release(server *srv, quorum_hold *h)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	if (h->held) {
+		quorum_hold **pp = &srv->holds;
+		while (*pp != h)
+			pp = &(*pp)->next;
+		*pp = h->next;
+		h->held = false;
+	}
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
+uint64_t server_quorum_floor(server *srv)
+{
+	uint64_t floor = UINT64_MAX;
+	pthread_mutex_lock(&srv->chg_mu);
+	for (const quorum_hold *h = srv->holds; h; h = h->next)
+		floor = MIN(floor, h->seq);
+	pthread_mutex_unlock(&srv->chg_mu);
+	return floor;
+}
+
 int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies)
 {
 	struct timespec deadline;
@@ -324,12 +361,17 @@ int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies)
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000;
 	}
+	/* Held while waiting: a peer's cursor counts as holding seq only
+	 * while seq is still in our log (see server_quorum_floor). */
+	quorum_hold me = {0};
+	server_hold(srv, &me, seq);
 	pthread_mutex_lock(&srv->chg_mu);
 	while (copies_locked(srv, seq) < srv->write_quorum && !srv->stopping)
 		if (pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline) == ETIMEDOUT)
 			break;
 	unsigned n = copies_locked(srv, seq);
 	pthread_mutex_unlock(&srv->chg_mu);
+	server_release(srv, &me);
 	*copies = n;
 	if (n >= srv->write_quorum)
 		return 0;

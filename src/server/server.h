@@ -76,6 +76,7 @@ typedef struct server {
 	bool stopping;
 	peer_ack acks[SERVER_MAX_PEERS]; /* under chg_mu */
 	unsigned nacks;
+	struct quorum_hold *holds; /* writes not yet acknowledged (server_hold), under chg_mu */
 	unsigned cluster_size, write_quorum; /* N, W */
 	struct peers *peers; /* peer.c */
 	pthread_t maint, scrub; /* maint.c */
@@ -106,6 +107,23 @@ int server_quorum_ready(server *srv);
 /* After committing seq: wait until W servers (this one included) hold it
  * durably, or --quorum-timeout; *copies gets how many do. */
 int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies);
+/*
+ * Writes not yet acknowledged by the write quorum hold the history back: a
+ * peer whose cursor passed a version that left our history meanwhile would
+ * count as holding it.  A hold (owned by its caller, e.g. a session) covers
+ * seqs from h->seq on; server_hold registers it or lowers its seq,
+ * server_release withdraws it (both idempotent).  server_quorum_floor is
+ * the lowest held seq (UINT64_MAX: none): history expiry keeps versions
+ * from there on.
+ */
+typedef struct quorum_hold {
+	uint64_t seq;
+	bool held;
+	struct quorum_hold *next;
+} quorum_hold;
+void server_hold(server *srv, quorum_hold *h, uint64_t seq);
+void server_release(server *srv, quorum_hold *h);
+uint64_t server_quorum_floor(server *srv);
 /* Peer node's cursor over our log as its last PULL said (0: unknown). */
 uint64_t server_acked(server *srv, uint64_t node);
 /* How many servers hold our record seq durably (this one included). */

@@ -66,6 +66,7 @@ typedef struct session {
 	unsigned bhead, nbatches;
 	verifier *v; /* started by the session's first put */
 	uint64_t last_write; /* seq of this session's latest commit */
+	quorum_hold unacked; /* from its oldest commit not yet through a quorum wait */
 	bool peer_live;      /* counted in server_peer_live */
 	bool have_next;      /* s->m holds a request read ahead, not handled yet */
 	bool push_leased;    /* a peer pushes chunks on this session: push_lease pins them */
@@ -224,6 +225,25 @@ static int put_sync(session *s, verifier *v)
 
 static void catch_up(session *s);
 
+/* A commit of this session: until a quorum wait covers it, the history
+ * keeps it (server_hold). */
+static void committed(session *s, uint64_t seq)
+{
+	s->last_write = MAX(s->last_write, seq);
+	server_hold(s->srv, &s->unacked, seq);
+}
+
+/* server_quorum_wait for seq; once it covers every commit of the session,
+ * the session's hold on the history ends (acknowledged or not: the client
+ * was told either way). */
+static int session_quorum_wait(session *s, uint64_t seq, unsigned *copies)
+{
+	int rc = server_quorum_wait(s->srv, seq, copies);
+	if (seq >= s->last_write)
+		server_release(s->srv, &s->unacked);
+	return rc;
+}
+
 /* The verifier stored a client's chunk: send it on to the peers now. */
 static void pushed_on(void *ctx, const uint8_t *payload, size_t len)
 {
@@ -245,11 +265,11 @@ static int put_commit(session *s, record *rec)
 	server_changed(s->srv);
 	log_info("put %s: %llu bytes, version %llu", rec->path, (unsigned long long)rec->size,
 		 (unsigned long long)rec->seq);
-	s->last_write = rec->seq;
+	committed(s, rec->seq);
 	/* A deferred commit (one file of a directory put) is answered now; the
 	 * client's BARRIER after the batch waits for the quorum once. */
 	unsigned copies;
-	if (!(s->m.commit.flags & WIRE_COMMIT_DEFER) && (rc = server_quorum_wait(s->srv, rec->seq, &copies)))
+	if (!(s->m.commit.flags & WIRE_COMMIT_DEFER) && (rc = session_quorum_wait(s, rec->seq, &copies)))
 		return rc;
 	return wire_ok(&s->io.out, rec->seq);
 }
@@ -394,7 +414,7 @@ static void small_commit(session *s, small_req *g, unsigned n)
 			small_fail(&g[i], g[i].rc);
 		k++;
 		if (!g[i].rc)
-			s->last_write = MAX(s->last_write, g[i].rec.seq);
+			committed(s, g[i].rec.seq);
 	}
 	free(recs);
 	server_changed(s->srv);
@@ -441,7 +461,7 @@ static int do_put_small(session *s)
 		if (!g[i].rc && g[i].wait)
 			wait_for = MAX(wait_for, g[i].rec.seq);
 	unsigned copies = 0;
-	int qrc = wait_for ? server_quorum_wait(s->srv, wait_for, &copies) : 0;
+	int qrc = wait_for ? session_quorum_wait(s, wait_for, &copies) : 0;
 	char qerr[WIRE_TEXT_MAX];
 	snprintf(qerr, sizeof qerr, "%s", qrc ? ss_errmsg(qrc) : "");
 	store_lease_end(s->srv->st, lease);
@@ -658,7 +678,7 @@ static int tombstone(session *s, const char *path)
 	rec->mtime_ns = now_wall_ns();
 	int rc = store_commit(s->srv->st, rec);
 	if (!rc) {
-		s->last_write = rec->seq;
+		committed(s, rec->seq);
 		server_changed(s->srv);
 	}
 	free(rec);
@@ -698,7 +718,7 @@ static int do_rm(session *s)
 		return ss_fail(SS_ENOENT, "no such file: %s", path);
 	log_info("rm %s: %llu removed", path, (unsigned long long)removed);
 	unsigned copies;
-	rc = server_quorum_wait(s->srv, s->last_write, &copies);
+	rc = session_quorum_wait(s, s->last_write, &copies);
 	return rc ? rc : wire_ok(&s->io.out, removed);
 }
 
@@ -716,13 +736,17 @@ static int do_mv(session *s)
 	if (!rc)
 		rc = store_rename(s->srv->st, s->m.mv.from, s->m.mv.to, rec);
 	uint64_t seq = rec->seq;
+	if (!rc) {
+		committed(s, seq);
+		committed(s, seq + 1); /* the old path's tombstone */
+	}
 	free(rec);
 	unsigned copies;
 	if (!rc) {
 		server_changed(s->srv);
 		/* Acknowledged once the tombstone of the old path (seq + 1) is
 		 * held too: else losing this server could leave both paths. */
-		rc = server_quorum_wait(s->srv, seq + 1, &copies);
+		rc = session_quorum_wait(s, seq + 1, &copies);
 	}
 	if (rc == SS_ENOENT)
 		rc = ss_fail(SS_ENOENT, "no such file: %s", s->m.mv.from);
@@ -758,7 +782,7 @@ static int do_forget(session *s)
 static int do_barrier(session *s)
 {
 	unsigned copies;
-	int rc = server_quorum_wait(s->srv, s->m.barrier.seq, &copies);
+	int rc = session_quorum_wait(s, s->m.barrier.seq, &copies);
 	return rc ? rc : wire_ok(&s->io.out, copies);
 }
 
@@ -766,12 +790,15 @@ static int do_status(session *s)
 {
 	store_stats st;
 	int rc = store_stats_get(s->srv->st, &st);
-	uint64_t tombs = 0, oldest = 0;
+	uint64_t tombs = 0, oldest = 0, parked = 0;
 	if (!rc)
 		rc = store_tombstones(s->srv->st, &tombs, &oldest);
+	if (!rc)
+		rc = store_pending_count(s->srv->st, &parked);
 	if (rc)
 		return rc;
-	wire_server w = {.self = 1, .connected = 1, .durable_of = 1};
+	/* Our own pending records: received, waiting for their trees. */
+	wire_server w = {.self = 1, .connected = 1, .durable_of = 1, .pending_records = parked};
 	memcpy(w.id, s->srv->node_id, HASH_LEN);
 	snprintf(w.addr, sizeof w.addr, "%s", s->srv->opts->listen);
 	w.head_seq = st.head_seq;
@@ -848,19 +875,43 @@ static int do_pull(session *s)
 	int rc = store_stats_get(srv->st, &st);
 	if (rc)
 		return rc;
-	if (after > st.head_seq) {
-		/* It holds records of ours we no longer have: this data
-		 * directory was restored from an older copy.  Its cursor is no
-		 * acknowledgement of anything we hold now; start it over. */
+	uint64_t ours = 0;
+	record *at = xmalloc(sizeof *at);
+	if (s->m.pull.index_id == index_id && after && after <= st.head_seq &&
+	    (rc = store_version_at(srv->st, after, at)) != SS_ENOENT) {
+		if (rc) {
+			free(at);
+			return rc;
+		}
+		ours = store_rec_fp(at);
+	}
+	free(at);
+	rc = 0;
+	if (s->m.pull.index_id == index_id && !repl_cursor_valid(after, st.head_seq, ours, s->m.pull.fp)) {
+		/* It holds records of ours we no longer have, or not where we
+		 * have them: this data directory was restored from an older
+		 * copy.  Its cursor is no acknowledgement of anything we hold
+		 * now.  A new sequence space (index id) makes every peer start
+		 * over — else what we write (or applied) since would sit at
+		 * seqs their cursors already passed — and the version clock
+		 * moves past any counter the lost part of our log may have used
+		 * (at most one per seq). */
 		char hex[HASH_HEX_LEN + 1];
 		hex_encode(s->c->peer.id, HASH_LEN, hex);
-		log_err("peer %.16s says it holds our record %llu but our log ends at %llu: was this data "
-			"directory restored from an old copy? Sending it everything again",
-			hex, (unsigned long long)after, (unsigned long long)st.head_seq);
+		if ((rc = store_log_regressed(srv->st, index_id, after)))
+			return rc;
+		log_err("peer %.16s holds our record %llu, which our log (ending at %llu) %s: this data directory "
+			"was restored from an older copy; starting a new sequence space (index id %016llx) so every "
+			"peer pulls everything again", hex, (unsigned long long)after, (unsigned long long)st.head_seq,
+			after > st.head_seq ? "no longer has" : "has another record at",
+			(unsigned long long)store_index_id(srv->st));
+		index_id = store_index_id(srv->st);
 		after = 0;
 	} else if (s->m.pull.index_id == index_id) {
-		/* Its cursor over our index: it holds our records up to there. */
-		server_peer_acked(srv, node_short_id(s->c->peer.id), after);
+		/* What it has applied of our log — its cursor, less what it
+		 * still holds only as pending records (no tree yet): it holds
+		 * our records up to there, durably. */
+		server_peer_acked(srv, node_short_id(s->c->peer.id), MIN(s->m.pull.acked, after));
 	}
 	unsigned limit = s->m.pull.limit && s->m.pull.limit < WIRE_PULL_MAX ? s->m.pull.limit : WIRE_PULL_MAX;
 	uint32_t wait_ms = s->m.pull.wait_ms < 60000 ? s->m.pull.wait_ms : 60000;
@@ -1125,6 +1176,7 @@ void session_run(server *srv, conn *c)
 			break;
 	}
 out:
+	server_release(srv, &s->unacked);
 	if (s->peer_live)
 		server_peer_live(srv, node_short_id(c->peer.id), -1);
 	wire_zstd_free(&s->z);

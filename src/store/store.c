@@ -134,6 +134,7 @@
 #define STORE_RECOVER_BATCH 4096
 #define STORE_LIST_BATCH 64
 #define STORE_BUSY_MS 5000
+#define STORE_CLOCK_MARGIN (1ull << 32) /* store_log_regressed's jump beyond `lost` */
 
 /* ---- pending table: chunks appended but not yet indexed ---- */
 
@@ -265,6 +266,22 @@ enum {
 	Q_PATH_DROP_VERSIONS,
 	Q_PATH_DROP_CURRENT,
 	Q_TOMB_COUNT,
+	Q_SAVE,
+	Q_SAVE_UNDO,
+	Q_SAVE_DONE,
+	Q_PEND_ADD,
+	Q_PEND_LIST,
+	Q_PEND_DEL,
+	Q_PEND_MIN,
+	Q_PEND_COUNT,
+	Q_PEND_PATH,
+	Q_PEND_OLD_LOG,
+	Q_VER_AT,
+	Q_PEND_NEWEST,
+	Q_PEND_MOVE_ACK,
+	Q_PEND_DROP_PEER,
+	Q_CURSOR_FP_GET,
+	Q_CURSOR_FP_SET,
 	Q_COUNT
 };
 
@@ -323,6 +340,31 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_PATH_DROP_CURRENT] = "DELETE FROM current WHERE path = ?1",
 	[Q_TOMB_COUNT] = "SELECT count(*), min(c.seq) FROM current c JOIN versions v ON v.seq = c.seq "
 			 "WHERE v.deleted = 1",
+	/* One received record inside an apply's transaction (see db_apply_received). */
+	[Q_SAVE] = "SAVEPOINT rec",
+	[Q_SAVE_UNDO] = "ROLLBACK TO rec",
+	[Q_SAVE_DONE] = "RELEASE rec",
+	[Q_PEND_ADD] = "INSERT INTO pending(peer, index_id, peer_seq, path, size, mode, mtime_ns, root, deleted, vv, "
+		       "origin, otime_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	/* REC_COLS's shape, with the row id for seq, then where it came from. */
+	[Q_PEND_LIST] = "SELECT id, path, size, mode, mtime_ns, root, deleted, vv, origin, otime_ns, peer, index_id, "
+			"peer_seq FROM pending WHERE id > ?1 ORDER BY id LIMIT ?2",
+	[Q_PEND_DEL] = "DELETE FROM pending WHERE id = ?1",
+	[Q_PEND_MIN] = "SELECT min(peer_seq) FROM pending WHERE peer = ?1 AND index_id = ?2",
+	[Q_PEND_COUNT] = "SELECT count(*) FROM pending",
+	[Q_PEND_PATH] = "SELECT id, vv, root, deleted FROM pending WHERE path = ?1",
+	[Q_PEND_OLD_LOG] = "DELETE FROM pending WHERE peer = ?1 AND index_id <> ?2",
+	[Q_VER_AT] = "SELECT " REC_COLS " FROM versions v WHERE v.seq = ?1",
+	[Q_PEND_NEWEST] = "SELECT id, path, size, mode, mtime_ns, root, deleted, vv, origin, otime_ns FROM pending "
+			  "WHERE path = ?1 ORDER BY id DESC LIMIT 1",
+	/* A dropped row's place in its log goes to a row with its content. */
+	[Q_PEND_MOVE_ACK] = "UPDATE pending SET peer_seq = min(peer_seq, (SELECT d.peer_seq FROM pending d WHERE "
+			    "d.id = ?1)) WHERE id <> ?1 AND root = (SELECT d.root FROM pending d WHERE d.id = ?1) AND "
+			    "peer = (SELECT d.peer FROM pending d WHERE d.id = ?1) AND index_id = (SELECT d.index_id "
+			    "FROM pending d WHERE d.id = ?1)",
+	[Q_PEND_DROP_PEER] = "DELETE FROM pending WHERE peer = ?1",
+	[Q_CURSOR_FP_GET] = "SELECT fp FROM cursors WHERE peer = ?1",
+	[Q_CURSOR_FP_SET] = "UPDATE cursors SET fp = ?2 WHERE peer = ?1",
 };
 
 static const char store_schema[] =
@@ -338,7 +380,14 @@ static const char store_schema[] =
 	"CREATE TABLE IF NOT EXISTS current(path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS cursors(peer INTEGER PRIMARY KEY, index_id INTEGER NOT NULL,"
-	" seq INTEGER NOT NULL);";
+	" seq INTEGER NOT NULL, fp INTEGER NOT NULL DEFAULT 0);"
+	/* Format 2: received records waiting for their trees (store_apply_remote). */
+	"CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY AUTOINCREMENT, peer INTEGER NOT NULL,"
+	" index_id INTEGER NOT NULL, peer_seq INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,"
+	" mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, root BLOB NOT NULL, deleted INTEGER NOT NULL,"
+	" vv BLOB NOT NULL, origin INTEGER NOT NULL, otime_ns INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS pending_log ON pending(peer, index_id, peer_seq);"
+	"CREATE INDEX IF NOT EXISTS pending_path ON pending(path);";
 
 /* Sums over the live namespace (see ns_change). */
 typedef struct ns_sum {
@@ -958,7 +1007,16 @@ static int store_check_empty(store *st)
 	return rc;
 }
 
-static int store_format(store *st)
+static int format_write(store *st)
+{
+	char path[PATH_MAX + 8], text[64];
+	snprintf(path, sizeof path, "%s/FORMAT", st->dir);
+	int n = snprintf(text, sizeof text, "syncstore-store %d\n", STORE_FORMAT);
+	return write_file_atomic(path, text, (size_t)n, 0644);
+}
+
+/* Check FORMAT (write it for a new directory); *version gets the one found. */
+static int store_format(store *st, unsigned *version)
 {
 	char path[PATH_MAX + 8];
 	snprintf(path, sizeof path, "%s/FORMAT", st->dir);
@@ -967,11 +1025,8 @@ static int store_format(store *st)
 	int rc = read_file_small(path, &b);
 	if (rc == SS_ENOENT) {
 		buf_free(&b);
-		if ((rc = store_check_empty(st)))
-			return rc;
-		char text[64];
-		int n = snprintf(text, sizeof text, "syncstore-store %d\n", STORE_FORMAT);
-		return write_file_atomic(path, text, (size_t)n, 0644);
+		*version = STORE_FORMAT;
+		return (rc = store_check_empty(st)) ? rc : format_write(st);
 	}
 	if (rc) {
 		buf_free(&b);
@@ -980,14 +1035,13 @@ static int store_format(store *st)
 	char text[64];
 	snprintf(text, sizeof text, "%.*s", (int)MIN(b.len, sizeof text - 1), (const char *)b.p);
 	buf_free(&b);
-	unsigned version;
 	char nl = 0;
-	if (sscanf(text, "syncstore-store %u%c", &version, &nl) != 2 || nl != '\n' || version == 0)
+	if (sscanf(text, "syncstore-store %u%c", version, &nl) != 2 || nl != '\n' || *version == 0)
 		return ss_fail(SS_EFORMAT, "data directory %s: FORMAT file is not recognized "
 					   "(expected \"syncstore-store %d\")", st->dir, STORE_FORMAT);
-	if (version > STORE_FORMAT)
+	if (*version > STORE_FORMAT)
 		return ss_fail(SS_EFORMAT, "data directory %s has format %u, this syncstore reads up to %d: "
-					   "upgrade syncstore", st->dir, version, STORE_FORMAT);
+					   "upgrade syncstore", st->dir, *version, STORE_FORMAT);
 	return 0;
 }
 
@@ -1032,6 +1086,12 @@ static int store_db_open(store *st)
 		src = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (src == SQLITE_OK)
 		src = sqlite3_exec(st->db, store_schema, NULL, NULL, NULL);
+	sqlite3_stmt *probe = NULL;
+	if (src == SQLITE_OK && sqlite3_prepare_v2(st->db, "SELECT fp FROM cursors", -1, &probe, NULL) != SQLITE_OK)
+		/* Format 1: cursors without the fingerprint of their record. */
+		src = sqlite3_exec(st->db, "ALTER TABLE cursors ADD COLUMN fp INTEGER NOT NULL DEFAULT 0", NULL, NULL,
+				   NULL);
+	sqlite3_finalize(probe);
 	if (src == SQLITE_OK)
 		src = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 	if (src != SQLITE_OK) {
@@ -1170,6 +1230,29 @@ static int store_count_chunks(store *st)
  * (index id, seq), and a data directory that was wiped and started again
  * gets a new id, so their cursors reset instead of skipping its new records.
  */
+static uint64_t store_node(store *st);
+
+/* A new random index id into settings 'index_id'; the caller publishes *out
+ * (st->index_id) once that is committed. */
+static int db_new_index_id(store *st, uint64_t *out)
+{
+	uint64_t id = 0;
+	while (!id || id == st->index_id)
+		if (RAND_bytes((unsigned char *)&id, sizeof id) != 1)
+			return ss_fail(SS_EIO, "cannot draw a random index id");
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db, "INSERT INTO settings(key, value) VALUES ('index_id', ?1) "
+					     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", -1, &s, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot store the index id");
+	sqlite3_bind_int64(s, 1, (int64_t)id);
+	int rc = db_step_done(st, s, "cannot store the index id");
+	sqlite3_finalize(s);
+	if (!rc)
+		*out = id;
+	return rc;
+}
+
 static int store_load_index_id(store *st)
 {
 	sqlite3_stmt *s;
@@ -1185,20 +1268,46 @@ static int store_load_index_id(store *st)
 		return db_fail(st, src, "cannot read the index id");
 	if (st->index_id)
 		return 0;
-	uint64_t id = 0;
-	while (!id)
-		if (RAND_bytes((unsigned char *)&id, sizeof id) != 1)
-			return ss_fail(SS_EIO, "cannot draw a random index id");
-	char sql[96];
-	snprintf(sql, sizeof sql, "INSERT INTO settings(key, value) VALUES ('index_id', %lld)", (long long)id);
-	src = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
-	if (src != SQLITE_OK)
-		return db_fail(st, src, "cannot store the index id");
-	st->index_id = id;
-	return 0;
+	uint64_t id;
+	int rc = db_new_index_id(st, &id); /* autocommit: durable now */
+	if (!rc)
+		st->index_id = id;
+	return rc;
 }
 
-uint64_t store_index_id(const store *st) { return st->index_id; }
+uint64_t store_index_id(const store *st) { return __atomic_load_n(&st->index_id, __ATOMIC_ACQUIRE); }
+
+int store_log_regressed(store *st, uint64_t old_index_id, uint64_t lost)
+{
+	uint64_t node = store_node(st);
+	pthread_mutex_lock(&st->db_mu);
+	int rc = 0;
+	if (store_index_id(st) != old_index_id)
+		goto out; /* another session saw it first */
+	uint64_t clock = st->vv_clock;
+	if (!(rc = db_begin(st)) && !(rc = clock_load(st, node))) {
+		clock = st->vv_clock;
+		/* lost is one peer's view (the first to notice); the lost part
+		 * may be longer: a margin no plausible run of writes reaches. */
+		uint64_t jump = lost > UINT64_MAX - STORE_CLOCK_MARGIN ? UINT64_MAX : lost + STORE_CLOCK_MARGIN;
+		st->vv_clock = clock > UINT64_MAX - jump ? UINT64_MAX : clock + jump;
+		rc = clock_store(st);
+	}
+	uint64_t id = 0;
+	if (!rc)
+		rc = db_new_index_id(st, &id);
+	if (!rc)
+		rc = db_commit(st, "cannot start a new sequence space");
+	if (rc) {
+		db_rollback(st);
+		st->vv_clock = clock;
+	} else {
+		__atomic_store_n(&st->index_id, id, __ATOMIC_RELEASE);
+	}
+out:
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
 
 int store_open(const char *dir, store **out)
 {
@@ -1226,8 +1335,11 @@ int store_open(const char *dir, store **out)
 		rc = ss_fail(SS_EINVAL, "this SQLite library is built without thread support");
 		goto fail;
 	}
-	if ((rc = store_mkdir(st)) || (rc = store_lock(st)) || (rc = store_format(st)) ||
-	    (rc = store_segdir(st, segdir)) || (rc = store_db_open(st)) || (rc = seg_open(segdir, &st->segs)) ||
+	unsigned format = 0;
+	if ((rc = store_mkdir(st)) || (rc = store_lock(st)) || (rc = store_format(st, &format)) ||
+	    (rc = store_segdir(st, segdir)) || (rc = store_db_open(st)) ||
+	    /* The schema is current now (store_db_open adds what is new). */
+	    (format < STORE_FORMAT && (rc = format_write(st))) || (rc = seg_open(segdir, &st->segs)) ||
 	    (rc = store_recover(st)) || (rc = store_count_chunks(st)) || (rc = store_count_namespace(st)) ||
 	    (rc = store_load_index_id(st)))
 		goto fail;
@@ -2363,14 +2475,32 @@ int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq
 	return rc;
 }
 
-/* Caller holds db_mu. */
-static int db_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq)
+/*
+ * Caller holds db_mu.  Records parked from the peer's log under an older
+ * index id go with it: that log is gone (a wiped data directory), and each
+ * of its records that still exists anywhere comes again through the log of
+ * a server that holds it, parked there under that server (a record
+ * received only from a log that no longer exists would otherwise wait for
+ * a tree no server has, for ever).
+ */
+static int db_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq, uint64_t fp)
 {
 	sqlite3_stmt *s = st->q[Q_CURSOR_SET];
 	sqlite3_bind_int64(s, 1, (int64_t)peer);
 	sqlite3_bind_int64(s, 2, (int64_t)index_id);
 	sqlite3_bind_int64(s, 3, (int64_t)seq);
-	return db_step_done(st, s, "cannot write a peer's cursor");
+	int rc = db_step_done(st, s, "cannot write a peer's cursor");
+	if (rc)
+		return rc;
+	s = st->q[Q_CURSOR_FP_SET];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	sqlite3_bind_int64(s, 2, (int64_t)fp);
+	if ((rc = db_step_done(st, s, "cannot write a peer's cursor")))
+		return rc;
+	s = st->q[Q_PEND_OLD_LOG];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	sqlite3_bind_int64(s, 2, (int64_t)index_id);
+	return db_step_done(st, s, "cannot drop pending records of an old log");
 }
 
 static int check_peer(uint64_t peer)
@@ -2384,9 +2514,11 @@ int store_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq)
 	int rc = check_peer(peer);
 	if (rc)
 		return rc;
-	/* One statement outside a transaction: atomic and durable by itself. */
 	pthread_mutex_lock(&st->db_mu);
-	rc = db_cursor_set(st, peer, index_id, seq);
+	if (!(rc = db_begin(st)) && !(rc = db_cursor_set(st, peer, index_id, seq, 0)))
+		rc = db_commit(st, "cannot write a peer's cursor");
+	if (rc)
+		db_rollback(st);
 	pthread_mutex_unlock(&st->db_mu);
 	return rc;
 }
@@ -2402,79 +2534,424 @@ static bool rec_same(const record *a, const record *b)
 	return a->deleted == b->deleted && !memcmp(a->root, b->root, HASH_LEN) && vv_equal(&a->vv, &b->vv);
 }
 
-int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t peer, uint64_t index_id,
-		       uint64_t peer_seq, store_decide_fn decide, void *ctx, unsigned *written)
+/* a ≤ b pointwise (every counter of a at most b's for the same node). */
+static bool vv_le(const vvec *a, const vvec *b)
 {
+	for (unsigned i = 0, j = 0; i < a->n; i++) {
+		while (j < b->n && b->e[j].node < a->e[i].node)
+			j++;
+		if (j == b->n || b->e[j].node != a->e[i].node || b->e[j].counter < a->e[i].counter)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A received record r, once applied (or found to change nothing), says
+ * that every version of its path with a vector below r's is superseded —
+ * whether or not r itself was written here (a tombstone for a path never
+ * held is not).  Parked records of the path that
+ * r supersedes are dropped: once their content is gone from every server
+ * they could never be applied, and applying them later could only lose to r
+ * (or bring back what r deleted).  Equal vectors with other content are a
+ * conflict, not superseded.  Caller holds db_mu inside a transaction.
+ */
+static int db_pending_drop_superseded(store *st, const record *r)
+{
+	uint64_t drop[16];
+	unsigned n = 0;
+	int rc = 0, src;
+	sqlite3_stmt *s = st->q[Q_PEND_PATH];
+	sqlite3_bind_text(s, 1, r->path, -1, SQLITE_STATIC);
+	while (n < 16 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+		vvec v;
+		const void *vb = sqlite3_column_blob(s, 1), *root = sqlite3_column_blob(s, 2);
+		if (vv_decode(vb ? vb : (const void *)"", (size_t)sqlite3_column_bytes(s, 1), &v) ||
+		    sqlite3_column_bytes(s, 2) != HASH_LEN)
+			continue; /* a damaged row is left for the apply to report */
+		bool same = (sqlite3_column_int64(s, 3) != 0) == r->deleted && !memcmp(root, r->root, HASH_LEN);
+		if (vv_le(&v, &r->vv) && (same || !vv_equal(&v, &r->vv)))
+			drop[n++] = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	if (n < 16 && src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the pending records");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	for (unsigned i = 0; i < n && !rc; i++) {
+		/* Its content may still be parked under another path (the
+		 * conflict copy that preserves it, later in the same log): that
+		 * row takes over holding the acknowledgement back. */
+		sqlite3_stmt *m = st->q[Q_PEND_MOVE_ACK];
+		sqlite3_bind_int64(m, 1, (int64_t)drop[i]);
+		if ((rc = db_step_done(st, m, "cannot drop a pending record")))
+			break;
+		sqlite3_stmt *d = st->q[Q_PEND_DEL];
+		sqlite3_bind_int64(d, 1, (int64_t)drop[i]);
+		rc = db_step_done(st, d, "cannot drop a pending record");
+	}
+	return rc;
+}
+
+/* The newest parked record of path: 1 found, 0 none, <0 error. */
+static int db_pending_newest(store *st, const char *path, record *out)
+{
+	sqlite3_stmt *s = st->q[Q_PEND_NEWEST];
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW)
+		rc = rec_from_row(st, s, out) ? SS_ECORRUPT : 1;
+	else if (src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the pending records");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+/* Scratch records of one received record's apply. */
+typedef struct apply_scratch {
+	record local, out[2], cur;
+	uint64_t node; /* store_node, read before db_mu */
+	uint8_t broken[HASH_LEN];
+	bool is_broken;
+	store_applied n;
+} apply_scratch;
+
+enum { APPLY_PARKED = 1 };
+
+/*
+ * One received record through decide, inside the caller's transaction
+ * (db_mu held): 0 when done (its versions written, or nothing to write),
+ * APPLY_PARKED when writing it needs a tree that is not complete here —
+ * then nothing of it stays written (a savepoint undoes a conflict copy
+ * written before the check failed) — or an error that aborts the apply.
+ */
+static int db_apply_received(store *st, const record *rr, uint64_t peer, store_decide_fn decide, void *ctx,
+			     apply_scratch *a)
+{
+	int found = db_current(st, rr->path, &a->local);
+	/* A path held here only as a parked record is held all the same: a
+	 * tombstone for it must be decided against that record (and written,
+	 * or parked with it), not skipped as one for a path never held — the
+	 * parked record would come back to life once its tree arrived. */
+	if (!found && rr->deleted)
+		found = db_pending_newest(st, rr->path, &a->local);
+	if (found < 0)
+		return found;
+	unsigned nout = 0;
+	memset(a->out, 0, sizeof a->out);
+	int rc = decide(ctx, found ? &a->local : NULL, rr, a->out, &nout);
+	if (rc) {
+		char msg[400];
+		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
+		return ss_fail(rc, "apply of %.200s from peer %016llx aborted: %s", rr->path, (unsigned long long)peer,
+			       msg);
+	}
+	if (nout > 2)
+		return ss_fail(SS_EINVAL, "apply of %.200s from peer %016llx aborted: decided %u records, at most 2",
+			       rr->path, (unsigned long long)peer, nout);
+	bool live = false;
+	for (unsigned j = 0; j < nout; j++)
+		live |= !a->out[j].deleted;
+	/* A way back to here: a live record may find its tree incomplete
+	 * (parked), and any record may be refused (a size its tree does not
+	 * hold) without taking the rest of the transaction with it. */
+	ns_sum saved = st->ns_txn;
+	if (nout && (rc = db_step_done(st, st->q[Q_SAVE], "cannot apply records")))
+		return rc;
 	unsigned nw = 0;
-	if (written)
-		*written = 0;
+	for (unsigned j = 0; j < nout && !rc; j++) {
+		record *o = &a->out[j];
+		if ((rc = rec_check_received(o)))
+			break;
+		if (o->deleted)
+			memset(o->root, 0, HASH_LEN);
+		/* Replays and KEEP-as-is decisions add no version. */
+		if ((found = db_current(st, o->path, &a->cur)) == 1 && rec_same(o, &a->cur))
+			continue;
+		bool *is_broken = a->is_broken ? NULL : &a->is_broken; /* the first one found */
+		if (found < 0)
+			rc = found;
+		else if (!(rc = db_apply_one(st, o, &o->seq, a->node, is_broken ? a->broken : NULL, is_broken)))
+			nw++;
+	}
+	if (nout && rc < 0 && rc != SS_ENOENT) {
+		/* Refused: nothing of it stays; the caller decides what a
+		 * refusal means (a bad batch, or a parked record to drop). */
+		db_step_done(st, st->q[Q_SAVE_UNDO], "cannot apply records");
+		db_step_done(st, st->q[Q_SAVE_DONE], "cannot apply records");
+		st->ns_txn = saved;
+		return rc;
+	}
+	if (live && rc == SS_ENOENT) {
+		/* A chunk of the tree is missing (its message names it): park.
+		 * A counter of ours it names is seen all the same: issued again
+		 * (a wiped directory's clock starts low), it would make a new
+		 * write look older than this record.  (The undo took back the
+		 * clock's row, not the clock in memory: write it again.) */
+		if (!(rc = db_step_done(st, st->q[Q_SAVE_UNDO], "cannot apply records")) &&
+		    !(rc = a->node ? clock_see(st, &rr->vv, a->node) : 0) &&
+		    !(rc = st->clock_loaded ? clock_store(st) : 0))
+			rc = APPLY_PARKED;
+		st->ns_txn = saved;
+		nw = 0;
+	}
+	if (nout && rc >= 0) {
+		int r2 = db_step_done(st, st->q[Q_SAVE_DONE], "cannot apply records");
+		rc = r2 ? r2 : rc;
+	}
+	/* Only a record taken in full supersedes parked ones: a parked one
+	 * may itself go (its log gone), and the older one must then still
+	 * hold the acknowledgement back. */
+	if (!rc)
+		rc = db_pending_drop_superseded(st, rr);
+	a->n.written += nw;
+	return rc;
+}
+
+/* After an apply released the database: a node marked complete whose
+ * subtree had a hole loses its mark (else every fetch trusts it). */
+static void apply_unmark(store *st, apply_scratch *a)
+{
+	if (a->is_broken)
+		store_unmark_node(st, a->broken);
+}
+
+static int db_pending_add(store *st, const record *r, uint64_t peer, uint64_t index_id, uint64_t peer_seq)
+{
+	uint8_t vv[VV_MAX * 16];
+	size_t vlen = vv_encode(&r->vv, vv);
+	sqlite3_stmt *s = st->q[Q_PEND_ADD];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	sqlite3_bind_int64(s, 2, (int64_t)index_id);
+	sqlite3_bind_int64(s, 3, (int64_t)peer_seq);
+	sqlite3_bind_text(s, 4, r->path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, (int64_t)r->size);
+	sqlite3_bind_int64(s, 6, r->mode);
+	sqlite3_bind_int64(s, 7, r->mtime_ns);
+	sqlite3_bind_blob(s, 8, r->root, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 9, r->deleted);
+	sqlite3_bind_blob(s, 10, vv, (int)vlen, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 11, (int64_t)r->origin);
+	sqlite3_bind_int64(s, 12, r->otime_ns);
+	return db_step_done(st, s, "cannot park a record");
+}
+
+int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t peer, uint64_t index_id,
+		       uint64_t peer_seq, store_decide_fn decide, void *ctx, store_applied *out)
+{
+	if (out)
+		*out = (store_applied){0};
 	int rc = check_peer(peer);
 	for (unsigned i = 0; i < n && !rc; i++)
 		rc = rec_check_received(&remote[i]);
 	if (rc || (rc = store_flush(st)))
 		return rc;
-	/* local, the two records decided, and the current one of an output's
-	 * path (a conflict copy's path is not the remote's). */
-	record *r = xmalloc(4 * sizeof *r), *local = &r[0], *out = &r[1], *cur = &r[3];
-	uint64_t node = store_node(st);
-	uint8_t broken[HASH_LEN];
-	bool is_broken = false;
+	apply_scratch *a = xcalloc(1, sizeof *a);
+	a->node = store_node(st);
 	pthread_mutex_lock(&st->db_mu);
 	if ((rc = db_begin(st)))
 		goto out;
-	for (unsigned i = 0; i < n && !rc; i++) {
-		const record *rr = &remote[i];
-		int found = db_current(st, rr->path, local);
-		if (found < 0) {
-			rc = found;
-			break;
-		}
-		unsigned nout = 0;
-		memset(out, 0, 2 * sizeof *out);
-		if ((rc = decide(ctx, found ? local : NULL, rr, out, &nout))) {
-			char msg[400];
-			snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
-			rc = ss_fail(rc, "apply of %.200s from peer %016llx aborted: %s", rr->path,
-				     (unsigned long long)peer, msg);
-			break;
-		}
-		if (nout > 2) {
-			rc = ss_fail(SS_EINVAL, "apply of %.200s from peer %016llx aborted: decided %u records, "
-						"at most 2", rr->path, (unsigned long long)peer, nout);
-			break;
-		}
-		for (unsigned j = 0; j < nout && !rc; j++) {
-			record *o = &out[j];
-			if ((rc = rec_check_received(o)))
-				break;
-			if (o->deleted)
-				memset(o->root, 0, HASH_LEN);
-			/* Replays and KEEP-as-is decisions add no version. */
-			if ((found = db_current(st, o->path, cur)) == 1 && rec_same(o, cur))
-				continue;
-			if (found < 0)
-				rc = found;
-			else if (!(rc = db_apply_one(st, o, &o->seq, node, broken, &is_broken)))
-				nw++;
+	for (unsigned i = 0; i < n && rc >= 0; i++) {
+		rc = db_apply_received(st, &remote[i], peer, decide, ctx, a);
+		if (rc == APPLY_PARKED) {
+			rc = db_pending_add(st, &remote[i], peer, index_id, remote[i].seq);
+			a->n.parked++;
 		}
 	}
+	/* The cursor remembers which record it stopped at (the batch's last:
+	 * always kept), so the peer can tell its log still has it there. */
 	if (!rc)
-		rc = db_cursor_set(st, peer, index_id, peer_seq);
+		rc = db_cursor_set(st, peer, index_id, peer_seq, n ? store_rec_fp(&remote[n - 1]) : 0);
 	if (!rc)
 		rc = db_commit(st, "cannot apply records");
 out:
 	if (rc)
 		db_rollback(st);
 	pthread_mutex_unlock(&st->db_mu);
-	free(r);
-	if (rc && is_broken) {
-		char msg[512];
-		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
-		store_unmark_node(st, broken);
-		rc = ss_fail(rc, "%s", msg);
+	apply_unmark(st, a);
+	if (!rc && out)
+		*out = a->n;
+	free(a);
+	return rc;
+}
+
+/* ---- pending records ---- */
+
+int store_pending_list(store *st, uint64_t after, store_pending *out, unsigned max, unsigned *n)
+{
+	*n = 0;
+	int rc = 0, src;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_PEND_LIST];
+	sqlite3_bind_int64(s, 1, (int64_t)after);
+	sqlite3_bind_int64(s, 2, max);
+	while (*n < max && (src = sqlite3_step(s)) == SQLITE_ROW) {
+		store_pending *p = &out[*n];
+		if ((rc = rec_from_row(st, s, &p->rec)))
+			break;
+		p->peer = (uint64_t)sqlite3_column_int64(s, 10);
+		p->index_id = (uint64_t)sqlite3_column_int64(s, 11);
+		p->peer_seq = (uint64_t)sqlite3_column_int64(s, 12);
+		(*n)++;
 	}
-	if (!rc && written)
-		*written = nw;
+	if (!rc && *n < max && src != SQLITE_DONE)
+		rc = db_fail(st, src, "cannot read the pending records");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+/* Caller holds db_mu.  The first column of s's row as an integer (0 for NULL). */
+static int db_scalar(store *st, sqlite3_stmt *s, uint64_t *out, const char *what)
+{
+	int src = sqlite3_step(s), rc = 0;
+	*out = 0;
+	if (src == SQLITE_ROW)
+		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	else if (src != SQLITE_DONE)
+		rc = db_fail(st, src, what);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+int store_pending_count(store *st, uint64_t *n)
+{
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_scalar(st, st->q[Q_PEND_COUNT], n, "cannot count the pending records");
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_apply_pending(store *st, const store_pending *p, unsigned n, store_decide_fn decide, void *ctx,
+			store_applied *out)
+{
+	if (out)
+		*out = (store_applied){0};
+	int rc = store_flush(st);
+	if (rc)
+		return rc;
+	apply_scratch *a = xcalloc(1, sizeof *a);
+	a->node = store_node(st);
+	pthread_mutex_lock(&st->db_mu);
+	if ((rc = db_begin(st)))
+		goto out;
+	for (unsigned i = 0; i < n && rc >= 0; i++) {
+		/* Taken by another call already?  Its row is gone. */
+		sqlite3_stmt *d = st->q[Q_PEND_DEL];
+		sqlite3_bind_int64(d, 1, (int64_t)p[i].rec.seq);
+		if ((rc = db_step_done(st, d, "cannot apply a pending record")))
+			break;
+		if (!sqlite3_changes(st->db))
+			continue;
+		rc = db_apply_received(st, &p[i].rec, p[i].peer, decide, ctx, a);
+		if (rc == APPLY_PARKED) {
+			/* Still incomplete: back in, with a new row id (after
+			 * the ones still waiting, so a batch moves on). */
+			rc = db_pending_add(st, &p[i].rec, p[i].peer, p[i].index_id, p[i].peer_seq);
+			a->n.parked++;
+		} else if (rc == SS_EINVAL || rc == SS_ECORRUPT || rc == SS_EPROTO) {
+			/* It can never be applied (its tree does not hold its
+			 * size, say): dropped, not kept to stall every try. */
+			log_err("parked record dropped: %s", ss_errmsg(rc));
+			rc = 0;
+		}
+	}
+	if (!rc)
+		rc = db_commit(st, "cannot apply pending records");
+out:
+	if (rc)
+		db_rollback(st);
+	pthread_mutex_unlock(&st->db_mu);
+	apply_unmark(st, a);
+	if (!rc && out)
+		*out = a->n;
+	free(a);
+	return rc;
+}
+
+uint64_t store_rec_fp(const record *r)
+{
+	uint8_t b[SS_PATH_MAX + 2 + HASH_LEN + VV_MAX * 16], h[HASH_LEN];
+	size_t n = strlen(r->path) + 1;
+	memcpy(b, r->path, n);
+	b[n++] = r->deleted;
+	memcpy(b + n, r->root, HASH_LEN);
+	n += HASH_LEN;
+	n += vv_encode(&r->vv, b + n);
+	sha256(b, n, h);
+	return rd64(h);
+}
+
+int store_pending_drop_peer(store *st, uint64_t peer)
+{
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_PEND_DROP_PEER];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	int rc = db_step_done(st, s, "cannot drop pending records");
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_cursor_fp(store *st, uint64_t peer, uint64_t *fp)
+{
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_CURSOR_FP_GET];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	int rc = db_scalar(st, s, fp, "cannot read a peer's cursor");
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_version_at(store *st, uint64_t seq, record *out)
+{
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_VER_AT];
+	sqlite3_bind_int64(s, 1, (int64_t)seq);
+	int src = sqlite3_step(s), rc;
+	if (src == SQLITE_ROW)
+		rc = rec_from_row(st, s, out);
+	else if (src == SQLITE_DONE)
+		rc = SS_ENOENT;
+	else
+		rc = db_fail(st, src, "cannot read the change log");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
+int store_cursor_acked(store *st, uint64_t peer, uint64_t index_id, uint64_t *acked)
+{
+	uint64_t cur_index = 0, cur = 0, oldest = 0;
+	*acked = 0;
+	pthread_mutex_lock(&st->db_mu);
+	sqlite3_stmt *s = st->q[Q_CURSOR_GET];
+	sqlite3_bind_int64(s, 1, (int64_t)peer);
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW) {
+		cur_index = (uint64_t)sqlite3_column_int64(s, 0);
+		cur = (uint64_t)sqlite3_column_int64(s, 1);
+	} else if (src != SQLITE_DONE) {
+		rc = db_fail(st, src, "cannot read a peer's cursor");
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (!rc) {
+		s = st->q[Q_PEND_MIN];
+		sqlite3_bind_int64(s, 1, (int64_t)peer);
+		sqlite3_bind_int64(s, 2, (int64_t)index_id);
+		rc = db_scalar(st, s, &oldest, "cannot read the pending records");
+	}
+	pthread_mutex_unlock(&st->db_mu);
+#if SIM_BUG == 6
+	/* PLANTED BUG 6 (tests/sim only): acknowledge what was received —
+	 * parked records too, whose trees are not here. */
+	oldest = 0;
+#endif
+	if (!rc && cur_index == index_id)
+		*acked = oldest && oldest - 1 < cur ? oldest - 1 : cur;
 	return rc;
 }
 
@@ -2538,7 +3015,8 @@ void store_set_segment_max(store *st, uint64_t bytes)
 	seg_set_max(st->segs, bytes);
 }
 
-int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64_t *dropped)
+int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64_t keep_from,
+			 uint64_t *dropped)
 {
 	if (dropped)
 		*dropped = 0;
@@ -2570,7 +3048,7 @@ int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64
 			after = sqlite3_column_int64(s, 0);
 			if (sqlite3_column_type(s, 1) == SQLITE_NULL)
 				continue; /* the newest version of its path */
-			if (sqlite3_column_int64(s, 1) < cutoff)
+			if (sqlite3_column_int64(s, 1) < cutoff && (uint64_t)after < keep_from)
 				seqs[n++] = (uint64_t)after;
 		}
 		if (src != SQLITE_DONE)

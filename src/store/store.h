@@ -8,7 +8,7 @@
  *   FORMAT               "syncstore-store <version>\n"; refuse newer versions
  *   LOCK                 flock()ed while a server uses the directory
  *   meta.db (+-wal,-shm) SQLite: chunk index, namespace, versions, settings,
- *                        cursors over the peers' change logs
+ *                        cursors over the peers' change logs, pending records
  *   seg/NNNNNNNN.seg     append-only segment files of chunk records
  *
  * Segment record (see segment.c for the full table): header with magic,
@@ -34,7 +34,7 @@
 #include "../chunk/chunk.h"
 #include "../util/util.h"
 
-#define STORE_FORMAT 1
+#define STORE_FORMAT 2 /* 2: the pending table (a format-1 directory is upgraded) */
 #define STORE_SEGMENT_MAX (64u << 20) /* roll to a new segment past this */
 
 typedef struct store store;
@@ -169,6 +169,19 @@ int store_setting_list(store *st, const char *prefix, store_setting_fn fn, void 
 
 /* A random id naming this store's sequence space (new for a new directory). */
 uint64_t store_index_id(const store *st);
+/*
+ * This store's log went back: a peer holds records of ours that our log no
+ * longer has where it had them (the data directory was restored from an
+ * older copy; repl_cursor_valid), up to seq `lost`.  Unless the index id is
+ * no longer old_index_id (someone saw it first), start a new sequence space
+ * — a new index id, so every peer's cursor restarts from 0 and nothing
+ * written since hides below a cursor that already passed its seq — and move
+ * the version clock on by `lost` plus a wide margin (lost is one peer's
+ * view of the lost part of the log, whose counters it bounds: each local
+ * write takes a seq), so no counter a peer already saw is issued again.
+ * One transaction.
+ */
+int store_log_regressed(store *st, uint64_t old_index_id, uint64_t lost);
 /* Versions with local sequence > after, in sequence order, at most limit:
  * what a peer whose cursor is `after` has not seen yet. */
 int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void *ctx);
@@ -182,8 +195,20 @@ int store_since(store *st, uint64_t after, unsigned limit, store_rec_fn fn, void
  */
 int store_apply(store *st, record *recs, unsigned n);
 
+/* A record's fingerprint: 64 bits of SHA-256 over path, deleted flag, root
+ * and version vector (what identifies a version across servers). */
+uint64_t store_rec_fp(const record *r);
+/* The fingerprint of the record a peer's cursor stopped at (0: none): a
+ * PULL carries it, and the peer checks its log still has that record
+ * there. */
+int store_cursor_fp(store *st, uint64_t peer, uint64_t *fp);
+/* The version with local sequence seq (any path): 0, or SS_ENOENT if no
+ * version has it (never written, or expired). */
+int store_version_at(store *st, uint64_t seq, record *out);
+
 /* The cursor over a peer's sequence space: the peer's index id and the
- * highest of its sequence numbers applied here.  Both 0 if never pulled. */
+ * highest of its sequence numbers received here (applied or parked).  Both
+ * 0 if never pulled. */
 int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq);
 /* Set it alone (a peer announced a new index id: start again from 0). */
 int store_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq);
@@ -197,6 +222,11 @@ int store_cursor_set(store *st, uint64_t peer, uint64_t index_id, uint64_t seq);
  * inside the transaction: it must not call back into the store. */
 typedef int (*store_decide_fn)(void *ctx, const record *local, const record *remote, record out[2], unsigned *n);
 
+/* What an apply did: versions written, records parked as pending. */
+typedef struct store_applied {
+	unsigned written, parked;
+} store_applied;
+
 /*
  * Apply n records received from peer (short id), in order, in ONE
  * transaction together with setting that peer's cursor to (index_id,
@@ -205,13 +235,55 @@ typedef int (*store_decide_fn)(void *ctx, const record *local, const record *rem
  * records applied before it in this same call.  Each record decide returns is
  * written like store_apply writes (a new local version that becomes current
  * of its path; a live record's whole tree must be present and hold exactly
- * its size, else SS_ENOENT / SS_EINVAL naming the path) — except that a
- * record identical to the current one of its path (same deleted flag, root
- * and version vector) is not written again.  *written (may be NULL) gets the
- * number of versions written.
+ * its size, else SS_EINVAL naming the path) — except that a record identical
+ * to the current one of its path (same deleted flag, root and version
+ * vector) is not written again.
+ *
+ * A received record whose writing needs a tree that is not complete here is
+ * not refused: it is PARKED — stored in the pending table, in the same
+ * transaction, with (peer, index_id, its seq in the peer's log) — and
+ * nothing of it is written (a savepoint undoes a conflict copy written
+ * before the check failed).  store_apply_pending applies it later, once its
+ * tree was fetched from any server.  out (may be NULL) gets the counts.
  */
 int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t peer, uint64_t index_id,
-		       uint64_t peer_seq, store_decide_fn decide, void *ctx, unsigned *written);
+		       uint64_t peer_seq, store_decide_fn decide, void *ctx, store_applied *out);
+
+/* ---- pending records: received, waiting for their trees ---- */
+
+/* A parked record as received; rec.seq is the pending row's id (not a
+ * local sequence).  peer, index_id, peer_seq: the log it came from. */
+typedef struct store_pending {
+	record rec;
+	uint64_t peer, index_id, peer_seq;
+} store_pending;
+
+/* Up to max parked records with row id > after, oldest first; *n gets the
+ * count. */
+int store_pending_list(store *st, uint64_t after, store_pending *out, unsigned max, unsigned *n);
+/* Parked records in all. */
+int store_pending_count(store *st, uint64_t *n);
+/* Drop every record parked from peer's log (the member was forgotten: its
+ * log will never be pulled again). */
+int store_pending_drop_peer(store *st, uint64_t peer);
+/*
+ * Apply parked records p[0..n) like store_apply_remote does (decide, the
+ * same writes, one transaction, no cursor): each one written — or found to
+ * change nothing (KEEP, replay) — leaves the pending table; one whose tree is
+ * still incomplete stays parked (counted in out->parked).  Rows another call
+ * already took are skipped.
+ */
+int store_apply_pending(store *st, const store_pending *p, unsigned n, store_decide_fn decide, void *ctx,
+			store_applied *out);
+/*
+ * This store's durable acknowledgement of a peer's log: the highest seq s
+ * such that every record of the peer's log (over index_id) up to s is
+ * applied here, not merely received — the cursor, or one below the oldest
+ * record from that log still parked.  0 if the cursor is over another
+ * index id.  What a PULL reports as `acked`, and what the write quorum and
+ * tombstone expiry count.
+ */
+int store_cursor_acked(store *st, uint64_t peer, uint64_t index_id, uint64_t *acked);
 
 typedef struct store_stats {
 	uint64_t head_seq;
@@ -227,9 +299,13 @@ int store_stats_get(store *st, store_stats *out);
 
 /* Drop non-current versions superseded more than retention_ns before now_ns:
  * a version is superseded at the otime_ns of the next version of its path
- * (next by local seq).  Current records are never dropped here.  *dropped
- * (may be NULL) gets the count. */
-int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64_t *dropped);
+ * (next by local seq).  Current records are never dropped here, nor
+ * versions with local seq ≥ keep_from (writes still waiting for their
+ * write quorum: a peer whose cursor passed a dropped version would count as
+ * holding it; UINT64_MAX keeps none back).  *dropped (may be NULL) gets the
+ * count. */
+int store_expire_history(store *st, int64_t now_ns, int64_t retention_ns, uint64_t keep_from,
+			 uint64_t *dropped);
 
 /* Current tombstones (deleted records) for which expirable(ctx, rec) says
  * yes are removed for good, together with every older version of their path,

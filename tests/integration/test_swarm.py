@@ -407,7 +407,7 @@ MALFORMED = {
     "seeders-short-root": frame(62, bytes(5)),
     "seeder-as-request": frame(63, bytes(40)),
     "read-to-tracker": frame(52, struct.pack("<H", 1) + bytes(32)),
-    "pull-from-a-client": frame(50, struct.pack("<QQII", 0, 0, 0, 0)),
+    "pull-from-a-client": frame(50, struct.pack("<QQIIQQ", 0, 0, 0, 0, 0, 0)),
 }
 
 
@@ -548,7 +548,7 @@ def test_tracker_replicates_only_with_trackers(swarm, trackers, ca, tmp_path):
     """PULL (replication) from a server certificate is refused; from a
     tracker certificate it is answered."""
     t1, _ = trackers
-    pull = frame(MSG_PULL, struct.pack("<QQII", 0, 0, 0, 0))
+    pull = frame(MSG_PULL, struct.pack("<QQIIQQ", 0, 0, 0, 0, 0, 0))
     server_ctx = tls_client_ctx(ca, *issue(ca, "server", "rogue", tmp_path / "rogue"))
     try:
         s = connect(t1.addr, server_ctx)

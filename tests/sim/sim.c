@@ -19,7 +19,11 @@
  * batch of the link re-delivered after newer ones) replies; partitions that
  * come and go; crashes (store_close + store_open); now and then a destroyed
  * disk (directory removed, a fresh store: new index id, same node id — the
- * node's certificate survives a wiped data directory).
+ * node's certificate survives a wiped data directory); a data directory
+ * restored from an older backup of itself (same index id, shorter log:
+ * session.c's repl_cursor_valid / store_log_regressed); chunks missing at
+ * the source of a fetch (the record is parked, and applied later from any
+ * server through repl_apply_pending).
  *
  * Crashes lose the in-flight messages and the servers' in-memory state (ack
  * tables).  Half of them are power cuts (store_power_cut): a write is in
@@ -36,11 +40,14 @@
  *   build/sim [--seeds N] [--seed S] [--steps K] [-v]
  *
  * Per-run counters (conflicts, catch-ups, quorum failures, tombstone
- * expiries) are summed over the seeds; the run fails if any sum is zero.
- * Every failure prints its seed; `make sim SEED=n` replays it.
+ * expiries, parked records) are summed over the seeds; the run fails if any
+ * sum is zero.  Every failure prints its seed; `make sim SEED=n` replays it.
+ * Debugging aids: -v traces the run; with it, SIM_DEBUG_PATH=P also prints
+ * every delivered batch and P's current vector after each apply;
+ * SIM_NO_MISS=1 turns the missing-chunk fault off (same random stream).
  *
- * SIM_BUG (make sim-selftest): 1..4 plant one bug each (see the #if
- * SIM_BUG hooks here, in core/repl.c and in server/apply.c).
+ * SIM_BUG (make sim-selftest): 1..6 plant one bug each (see the #if
+ * SIM_BUG hooks here, in core/repl.c, server/apply.c and store/store.c).
  */
 #include "chunk/chunk.h"
 #include "core/repl.h"
@@ -91,7 +98,8 @@ typedef struct server {
 	uint64_t node;        /* short node id: fixed (its certificate) */
 	unsigned incarnation; /* bumped by a crash or a destroyed disk */
 	uint64_t acked[N];    /* in memory (server.c acks): peer j's latest cursor over our log */
-	bool rebuilding;      /* disk destroyed, not caught up with every peer yet */
+	bool rebuilding;      /* disk destroyed or restored, not caught up with every peer yet */
+	bool has_backup;      /* dir.bak holds an older copy of the (closed) data directory */
 } server;
 
 typedef struct write_ev {
@@ -105,9 +113,10 @@ typedef struct write_ev {
 } write_ev;
 
 typedef struct counters {
-	uint64_t conflicts, catchups, quorum_failures, tomb_expiries;
+	uint64_t conflicts, catchups, quorum_failures, tomb_expiries, parked;
 	uint64_t writes, acked, pulls, applied, dropped, duplicated, delayed, stale, refused, link_errors,
-		crashes, power_cuts, flush_cuts, destroyed, partitions, gcs, unavailable;
+		crashes, power_cuts, flush_cuts, destroyed, partitions, gcs, unavailable, unparked, missing, backups,
+		restores, regressions;
 } counters;
 
 static struct sim {
@@ -181,6 +190,43 @@ static int rm_rf(const char *path)
 		return rmdir(path);
 	}
 	return unlink(path);
+}
+
+/* Copy the directory tree src to dst (which must not exist). */
+static int cp_r(const char *src, const char *dst)
+{
+	struct stat sb;
+	if (lstat(src, &sb))
+		return -1;
+	if (S_ISDIR(sb.st_mode)) {
+		if (mkdir(dst, 0700))
+			return -1;
+		DIR *d = opendir(src);
+		struct dirent *e;
+		int rc = d ? 0 : -1;
+		while (!rc && (e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			char a[1024], b[1024];
+			snprintf(a, sizeof a, "%s/%s", src, e->d_name);
+			snprintf(b, sizeof b, "%s/%s", dst, e->d_name);
+			rc = cp_r(a, b);
+		}
+		if (d)
+			closedir(d);
+		return rc;
+	}
+	FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+	int rc = in && out ? 0 : -1;
+	char chunk[65536];
+	size_t n;
+	while (!rc && (n = fread(chunk, 1, sizeof chunk, in)) > 0)
+		rc = fwrite(chunk, 1, n, out) == n ? 0 : -1;
+	if (in)
+		fclose(in);
+	if (out && fclose(out))
+		rc = -1;
+	return rc;
 }
 
 static void hex8(const uint8_t *id, char *out) { hex_encode(id, 4, out); }
@@ -346,11 +392,30 @@ static void serve_pull(int a, int b, unsigned limit, batch *out)
 	MUST(store_cursor_get(A->st, B->node, &idx, &cur));
 	uint64_t bidx = store_index_id(B->st);
 	uint64_t after = repl_pull_after(idx, cur, bidx);
-	uint64_t head = head_of(b);
-	if (after > head)
-		after = 0; /* restored from an old copy: no ack, everything again */
-	else if (idx == bidx)
-		B->acked[a] = after; /* its durable cursor: the acknowledgement */
+	uint64_t head = head_of(b), ours = 0, fp = 0;
+	record at;
+	if (idx == bidx && after && after <= head && store_version_at(B->st, after, &at) == 0)
+		ours = store_rec_fp(&at);
+	MUST(store_cursor_fp(A->st, B->node, &fp));
+	if (idx == bidx && !repl_cursor_valid(after, head, ours, fp)) {
+		/* Restored from an old copy: no ack; a new sequence space (and
+		 * the clock moved on), so every puller starts from 0. */
+		MUST(store_log_regressed(B->st, bidx, after));
+		bidx = store_index_id(B->st);
+		after = 0;
+		S.c.regressions++;
+		if (S.verbose)
+			fprintf(stderr, "  %d's log went back (%d's cursor past its head): new index id\n", b, a);
+	} else if (idx == bidx) {
+		/* What it has applied of our log (its cursor, less its parked
+		 * records): the acknowledgement its PULL carries. */
+		uint64_t acked;
+		MUST(store_cursor_acked(A->st, B->node, bidx, &acked));
+		if (S.verbose && B->acked[a] != MIN(acked, after))
+			fprintf(stderr, "  %d acks %d's log to %llu (cursor %llu)\n", a, b,
+				(unsigned long long)MIN(acked, after), (unsigned long long)after);
+		B->acked[a] = MIN(acked, after);
+	}
 	memset(out, 0, sizeof *out);
 	collect c = {out};
 	MUST(store_since(B->st, after, limit, collect_rec, &c));
@@ -367,14 +432,18 @@ static void serve_pull(int a, int b, unsigned limit, batch *out)
 
 typedef struct fetch_ctx {
 	store *dst, *src;
+	bool faults; /* the source may lack a chunk (found rotten on read) */
 } fetch_ctx;
 
 /* repl_fetch_fn: copy the tree of id from src (the peer) into dst, like
  * peer.c fetch_tree — missing data chunks, then the node marked complete,
- * children before parents. */
+ * children before parents.  With faults, now and then the source answers
+ * MISSING for a chunk (as a server does for one its read found corrupt):
+ * the rest is still copied, the node stays unmarked, SS_ENOENT — and the
+ * record is parked until a fetch from some server completes it. */
 static int fetch_tree(fetch_ctx *f, const uint8_t id[HASH_LEN], unsigned depth)
 {
-	int rc = store_has_node(f->dst, id);
+	int rc = store_has_node(f->dst, id), missing = 0;
 	if (rc)
 		return rc < 0 ? rc : 0;
 	if (depth > TREE_MAX_LEVEL)
@@ -398,10 +467,19 @@ static int fetch_tree(fetch_ctx *f, const uint8_t id[HASH_LEN], unsigned depth)
 			rc = rc < 0 ? rc : 0;
 			continue;
 		}
+		if (f->faults && chance(4) && !getenv("SIM_NO_MISS")) {
+			S.c.missing++;
+			missing = SS_ENOENT;
+			continue;
+		}
 		if (!(rc = store_get_chunk(f->src, e.id, &cb)))
 			rc = store_put_chunk(f->dst, e.id, cb.p, cb.len);
+		else if (rc == SS_ENOENT)
+			missing = rc, rc = 0;
 	}
-	if (!rc)
+	if (!rc && missing)
+		rc = missing;
+	else if (!rc)
 		rc = store_put_node(f->dst, id, nb.p, nb.len);
 out:
 	buf_free(&nb);
@@ -412,9 +490,13 @@ out:
 static int sim_fetch(void *ctx, const uint8_t root[HASH_LEN]) { return fetch_tree(ctx, root, 0); }
 
 /* Has a caught up with every other server (for a destroyed disk)? */
+static uint64_t parked_at(int i);
+
 static void rebuild_check(int a)
 {
-	if (!S.s[a].rebuilding)
+	/* Caught up means applied: a parked record is a version of a path
+	 * the server would otherwise write as if it were new. */
+	if (!S.s[a].rebuilding || parked_at(a))
 		return;
 	for (int j = 0; j < N; j++) {
 		if (j == a)
@@ -454,8 +536,8 @@ static int deliver(int a, int b, const batch *m, bool expect_refusal)
 	uint64_t from = repl_pull_after(idx, cur, m->peer_index);
 	record *recs = xmalloc(sizeof m->recs);
 	memcpy(recs, m->recs, sizeof m->recs);
-	fetch_ctx f = {A->st, B->st};
-	unsigned written = 0;
+	fetch_ctx f = {A->st, B->st, !S.calm};
+	store_applied ap = {0};
 	uint64_t before = A->st ? S.rc[a].conflicts : 0;
 	/* Now and then the power fails inside the apply's flush: after the
 	 * fetched chunks' fsync, before their index rows commit (planted bug 5
@@ -465,7 +547,34 @@ static int deliver(int a, int b, const batch *m, bool expect_refusal)
 	if (cut)
 		store_set_flush_hook(A->st, stop_inside_flush, NULL);
 	int rc = repl_apply_batch(A->st, recs, m->n, from, m->head, B->node, m->peer_index, sim_fetch, &f, &S.rc[a],
-				  &written);
+				  &ap);
+	unsigned written = ap.written;
+	S.c.parked += ap.parked;
+	if (getenv("SIM_DEBUG_PATH") && S.verbose)
+		fprintf(stderr, "  %d<-%d batch %llu..%llu (%u records): rc %d, %u written, %u parked\n", a, b,
+			(unsigned long long)from, (unsigned long long)(m->n ? m->recs[m->n - 1].seq : 0), m->n, rc,
+			ap.written, ap.parked);
+	for (unsigned k = 0; getenv("SIM_DEBUG_PATH") && S.verbose && k < m->n; k++) {
+		fprintf(stderr, "     %llu %s %s vv", (unsigned long long)m->recs[k].seq, m->recs[k].path,
+			m->recs[k].deleted ? "tomb" : "live");
+		for (unsigned e = 0; e < m->recs[k].vv.n; e++)
+			fprintf(stderr, " %llx:%llu", (unsigned long long)(m->recs[k].vv.e[e].node >> 32),
+				(unsigned long long)m->recs[k].vv.e[e].counter);
+		fprintf(stderr, "\n");
+	}
+	if (ap.parked && S.verbose) {
+		fprintf(stderr, "  %d<-%d parked %u records (batch to seq %llu):", a, b, ap.parked,
+			(unsigned long long)(m->n ? m->recs[m->n - 1].seq : 0));
+		store_pending p[8];
+		unsigned np = 0;
+		MUST(store_pending_list(A->st, 0, p, 8, &np));
+		for (unsigned k = 0; k < np; k++) {
+			char h[9];
+			hex8(p[k].rec.root, h);
+			fprintf(stderr, " %s=%s@%llu", p[k].rec.path, h, (unsigned long long)p[k].peer_seq);
+		}
+		fprintf(stderr, "\n");
+	}
 	free(recs);
 	if (cut && hook_fired) {
 		S.c.crashes++;
@@ -554,13 +663,55 @@ static void deliver_pending(void)
 	}
 }
 
+/* Parked records at a: complete their trees from b and apply them (peer.c
+ * resolve_pending: every link tries, so they come from any server). */
+static void unpark(int a, int b)
+{
+	server *A = &S.s[a], *B = &S.s[b];
+	if (a == b || !A->up || !B->up || S.cut[a][b])
+		return;
+	store_pending p[MAXBATCH];
+	unsigned n = 0;
+	MUST(store_pending_list(A->st, 0, p, MAXBATCH, &n));
+	if (!n)
+		return;
+	fetch_ctx f = {A->st, B->st, !S.calm};
+	store_applied ap;
+	uint64_t before = S.rc[a].conflicts;
+	int rc = repl_apply_pending(A->st, p, n, sim_fetch, &f, &S.rc[a], &ap);
+	S.c.conflicts += S.rc[a].conflicts - before;
+	if (rc) {
+		S.c.link_errors++;
+		if (S.verbose)
+			fprintf(stderr, "  %d<-%d unpark: LINK ERROR %s\n", a, b, ss_errmsg(rc));
+		return;
+	}
+	S.c.applied += ap.written;
+	S.c.unparked += n - ap.parked;
+	if (S.verbose && n)
+		fprintf(stderr, "  %d<-%d unpark: %u of %u applied\n", a, b, n - ap.parked, n);
+	quorum_update();
+}
+
+static uint64_t parked_at(int i)
+{
+	uint64_t n = 0;
+	MUST(store_pending_count(S.s[i].st, &n));
+	return n;
+}
+
 /* ---- housekeeping (maint.c) ---- */
 
 static void housekeeping(int i)
 {
 	server *s = &S.s[i];
 	uint64_t versions = 0, tombs = 0;
-	MUST(store_expire_history(s->st, S.now, RETENTION, &versions));
+	/* server_quorum_floor: the writes of this server still waiting. */
+	uint64_t floor = UINT64_MAX;
+	for (unsigned k = 0; k < S.nw; k++)
+		if (!S.w[k].state && S.w[k].server == i && S.w[k].incarnation == s->incarnation)
+			floor = MIN(floor, S.w[k].rec.seq);
+	MUST(store_expire_history(s->st, S.now, RETENTION, floor, &versions));
 	uint64_t acked[N];
 	repl_expiry e = {.now_ns = S.now, .retention_ns = RETENTION, .acked = acked};
 	for (int j = 0; j < N; j++)
@@ -602,12 +753,58 @@ static void crash(void)
 	srv_stop(i, power);
 }
 
-/* A server that is down comes back after a while (about 20 steps). */
+/* An operator's backup of a stopped server's data directory (whole, as
+ * it is on disk), and later that directory restored from it: the server
+ * comes back with an older log and older state (the store's own view is
+ * consistent; what it took since is gone from it, as from a lost disk). */
+static void backup(int i)
+{
+	char bak[600];
+	snprintf(bak, sizeof bak, "%s.bak", S.s[i].dir);
+	rm_rf(bak);
+	if (cp_r(S.s[i].dir, bak))
+		fail("setup", "cannot copy %s to %s", S.s[i].dir, bak);
+	S.s[i].has_backup = true;
+	S.c.backups++;
+	if (S.verbose)
+		fprintf(stderr, "  backup of %d\n", i);
+}
+
+static bool anyone_rebuilding(void)
+{
+	for (int j = 0; j < N; j++)
+		if (S.s[j].rebuilding)
+			return true;
+	return false;
+}
+
+static void restore(int i)
+{
+	char bak[600];
+	snprintf(bak, sizeof bak, "%s.bak", S.s[i].dir);
+	if (rm_rf(S.s[i].dir) || cp_r(bak, S.s[i].dir))
+		fail("setup", "cannot restore %s from %s", S.s[i].dir, bak);
+	S.s[i].incarnation++;
+	S.s[i].rebuilding = true; /* like a destroyed disk: see client_write */
+	S.c.restores++;
+	if (S.verbose)
+		fprintf(stderr, "  %d restored from its backup\n", i);
+}
+
+/* A server that is down comes back after a while (about 20 steps) — now
+ * and then (model limit: one lost disk at a time, as destroy_disk) from its
+ * backup. */
 static void restarts(void)
 {
-	for (int i = 0; i < N; i++)
-		if (!S.s[i].up && chance(5))
-			srv_open(i);
+	for (int i = 0; i < N; i++) {
+		if (S.s[i].up || !chance(5))
+			continue;
+		if (!S.calm && S.s[i].has_backup && !anyone_rebuilding() && chance(40))
+			restore(i);
+		else if (!S.calm && chance(25))
+			backup(i);
+		srv_open(i);
+	}
 }
 
 static void destroy_disk(void)
@@ -739,6 +936,15 @@ static void listing_dump(int a)
 	}
 	fprintf(stderr, "\n");
 	free(l.v);
+	const char *dbg = getenv("SIM_DEBUG_PATH");
+	record cur;
+	if (dbg && !store_lookup(S.s[a].st, dbg, &cur)) {
+		fprintf(stderr, "    %s on %d: %s vv", dbg, a, cur.deleted ? "tomb" : "live");
+		for (unsigned k = 0; k < cur.vv.n; k++)
+			fprintf(stderr, " %llx:%llu", (unsigned long long)(cur.vv.e[k].node >> 32),
+				(unsigned long long)cur.vv.e[k].counter);
+		fprintf(stderr, "\n");
+	}
 }
 
 static void check_acks(store *st)
@@ -802,6 +1008,24 @@ static void check_all(void)
 	for (int i = 0; i < N; i++) {
 		MUST(store_stats_get(S.s[i].st, &st[i]));
 		MUST(store_list(S.s[i].st, "", list_rec, &l[i]));
+	}
+	for (int i = 0; i < N; i++) {
+		store_pending p;
+		unsigned n = 0;
+		MUST(store_pending_list(S.s[i].st, 0, &p, 1, &n));
+		if (!n)
+			continue;
+		char h[9], where[64] = "";
+		hex8(p.rec.root, h);
+		for (int j = 0; j < N; j++) {
+			record cur;
+			int has = store_has_node(S.s[j].st, p.rec.root), found = !store_lookup(S.s[j].st, p.rec.path, &cur);
+			snprintf(where + strlen(where), sizeof where - strlen(where), " %d:%s%s", j, has == 1 ? "tree" : "-",
+				 !found ? "/no-record" : cur.deleted ? "/tomb" : vv_compare(&p.rec.vv, &cur.vv) == VV_CONCURRENT ? "/concurrent" : "/ordered");
+		}
+		fail("converged", "server %d still has %llu parked records; first: %s %s from %016llx seq %llu (%u vv "
+				  "entries;%s)", i, (unsigned long long)parked_at(i), p.rec.path, p.rec.deleted ? "tomb" : h,
+		     (unsigned long long)p.peer, (unsigned long long)p.peer_seq, p.rec.vv.n, where);
 	}
 	for (int i = 0; i < N; i++)
 		for (int j = 0; j < N; j++) {
@@ -868,11 +1092,12 @@ static void heal_and_converge(void)
 			for (int b = 0; b < N; b++) {
 				if (a == b)
 					continue;
-				uint64_t i0, c0, i1, c1;
+				uint64_t i0, c0, i1, c1, p0 = parked_at(a);
 				MUST(store_cursor_get(S.s[a].st, S.s[b].node, &i0, &c0));
 				pull(a, b, false);
+				unpark(a, b);
 				MUST(store_cursor_get(S.s[a].st, S.s[b].node, &i1, &c1));
-				progress |= i0 != i1 || c0 != c1;
+				progress |= i0 != i1 || c0 != c1 || p0 != parked_at(a);
 			}
 		S.now += MS;
 		quorum_update();
@@ -898,6 +1123,9 @@ static int run(uint64_t seed, unsigned steps)
 	for (int i = 0; i < N; i++) {
 		snprintf(S.s[i].dir, sizeof S.s[i].dir, "%s/s%d", S.base, i);
 		rm_rf(S.s[i].dir);
+		char bak[600];
+		snprintf(bak, sizeof bak, "%s.bak", S.s[i].dir);
+		rm_rf(bak);
 		S.s[i].node = 0x5100000000000001ULL + ((uint64_t)i << 32);
 	}
 	int result = 0;
@@ -933,6 +1161,8 @@ static int run(uint64_t seed, unsigned steps)
 				housekeeping(i);
 		} else if (r < 904) {
 			destroy_disk();
+		} else if (r < 960) {
+			unpark((int)rn(N), (int)rn(N));
 		}
 		restarts();
 		quorum_update();
@@ -951,6 +1181,9 @@ cleanup:
 			store_close(S.s[i].st);
 		S.s[i].st = NULL;
 		rm_rf(S.s[i].dir);
+		char bak[600];
+		snprintf(bak, sizeof bak, "%s.bak", S.s[i].dir);
+		rm_rf(bak);
 	}
 	return result;
 }
@@ -1019,13 +1252,16 @@ int main(int argc, char **argv)
 	printf("sim%s: %llu seeds from %llu, %u steps each, %.1f s (%.1f ms/seed)\n",
 	       SIM_BUG ? " (planted bug)" : "", (unsigned long long)nseeds, (unsigned long long)first, steps, secs,
 	       secs * 1000 / (double)nseeds);
-	printf("  exercised: %llu conflicts, %llu catch-ups, %llu quorum failures, %llu tombstone expiries\n",
+	printf("  exercised: %llu conflicts, %llu catch-ups, %llu quorum failures, %llu tombstone expiries, %llu "
+	       "records parked\n",
 	       (unsigned long long)total.conflicts, (unsigned long long)total.catchups,
-	       (unsigned long long)total.quorum_failures, (unsigned long long)total.tomb_expiries);
+	       (unsigned long long)total.quorum_failures, (unsigned long long)total.tomb_expiries,
+	       (unsigned long long)total.parked);
 	printf("  also: %llu writes (%llu acknowledged, %llu refused: no quorum reachable), %llu pulls, %llu "
 	       "records written by applies, %llu replies dropped, %llu duplicated, %llu delayed, %llu stale; "
 	       "%llu batches refused as expected, %llu link errors; %llu crashes (%llu power cuts, %llu inside a "
-	       "flush), %llu disks destroyed, %llu partitions, %llu GCs\n",
+	       "flush), %llu disks destroyed, %llu partitions, %llu GCs; %llu chunks missing at a source, %llu "
+	       "parked records applied; %llu backups, %llu restored (%llu logs found gone back)\n",
 	       (unsigned long long)total.writes, (unsigned long long)total.acked,
 	       (unsigned long long)total.unavailable, (unsigned long long)total.pulls,
 	       (unsigned long long)total.applied, (unsigned long long)total.dropped,
@@ -1034,13 +1270,16 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.link_errors, (unsigned long long)total.crashes,
 	       (unsigned long long)total.power_cuts, (unsigned long long)total.flush_cuts,
 	       (unsigned long long)total.destroyed, (unsigned long long)total.partitions,
-	       (unsigned long long)total.gcs);
+	       (unsigned long long)total.gcs, (unsigned long long)total.missing, (unsigned long long)total.unparked,
+	       (unsigned long long)total.backups, (unsigned long long)total.restores,
+	       (unsigned long long)total.regressions);
 	if (failed) {
 		printf("sim: %u of %llu seeds FAILED (each printed above with its seed)\n", failed,
 		       (unsigned long long)nseeds);
 		return 1;
 	}
-	if (!one && (!total.conflicts || !total.catchups || !total.quorum_failures || !total.tomb_expiries)) {
+	if (!one && (!total.conflicts || !total.catchups || !total.quorum_failures || !total.tomb_expiries ||
+		     !total.parked)) {
 		printf("sim: FAILED: a counter above is zero — the run did not exercise it\n");
 		return 1;
 	}

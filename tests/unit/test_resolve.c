@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "core/repl.h"
 #include "core/resolve.h"
 
 static vvec vv(unsigned n, ...)
@@ -194,10 +195,24 @@ static void test_conflict_names(void **state)
 	assert_int_equal(stem % 2, 0);
 }
 
+/* A puller's cursor is a place in our log unless it is past our head or our
+ * record there is another one (a restored data directory). */
+static void test_cursor_valid(void **state)
+{
+	(void)state;
+	assert_true(repl_cursor_valid(0, 0, 0, 0));
+	assert_true(repl_cursor_valid(5, 9, 0x77, 0x77));
+	assert_false(repl_cursor_valid(10, 9, 0x77, 0x77)); /* past the head */
+	assert_false(repl_cursor_valid(5, 9, 0x77, 0x78));  /* another record there */
+	assert_true(repl_cursor_valid(5, 9, 0, 0x78));      /* ours expired: cannot tell */
+	assert_true(repl_cursor_valid(5, 9, 0x77, 0));      /* theirs unknown (older cursor) */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vv_order),
+		cmocka_unit_test(test_cursor_valid),
 		cmocka_unit_test(test_vv_merge_sorted_max),
 		cmocka_unit_test(test_vv_merge_limit),
 		cmocka_unit_test(test_causal_order_takes_newer),

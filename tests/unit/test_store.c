@@ -324,8 +324,8 @@ static void test_reopen_keeps_chunks_and_records(void **state)
 	buf_init(&b, 1 << 16);
 	snprintf(p, sizeof p, "%s/FORMAT", tdir);
 	assert_int_equal(read_file_small(p, &b), 0);
-	assert_int_equal(b.len, strlen("syncstore-store 1\n"));
-	assert_memory_equal(b.p, "syncstore-store 1\n", b.len);
+	assert_int_equal(b.len, strlen("syncstore-store 2\n"));
+	assert_memory_equal(b.p, "syncstore-store 2\n", b.len);
 	buf_free(&b);
 
 	st = open_ok();
@@ -947,13 +947,13 @@ static void test_format_refuses_newer(void **state)
 	assert_int_equal(mkdir_p(tdir, 0755), 0);
 	char p[400];
 	snprintf(p, sizeof p, "%s/FORMAT", tdir);
-	assert_int_equal(write_file_atomic(p, "syncstore-store 2\n", 18, 0644), 0);
+	assert_int_equal(write_file_atomic(p, "syncstore-store 3\n", 18, 0644), 0);
 	store *st = NULL;
 	int rc = store_open(tdir, &st);
 	assert_int_equal(rc, SS_EFORMAT);
 	assert_null(st);
 	char want[400];
-	snprintf(want, sizeof want, "data directory %s has format 2, this syncstore reads up to 1: upgrade syncstore",
+	snprintf(want, sizeof want, "data directory %s has format 3, this syncstore reads up to 2: upgrade syncstore",
 		 tdir);
 	assert_msg(rc, want);
 

@@ -356,13 +356,13 @@ static void test_expire_history(void **state)
 	assert_int_equal(history_len(st, "a"), 3);
 
 	uint64_t dropped = 99;
-	assert_int_equal(store_expire_history(st, T0, -1, &dropped), SS_EINVAL);
+	assert_int_equal(store_expire_history(st, T0, -1, UINT64_MAX, &dropped), SS_EINVAL);
 	/* Nothing superseded before now - 1000 s. */
-	assert_ok(store_expire_history(st, T0 + 250 * S, 1000 * S, &dropped));
+	assert_ok(store_expire_history(st, T0 + 250 * S, 1000 * S, UINT64_MAX, &dropped));
 	assert_int_equal(dropped, 0);
 	/* now = T0+250 s, keep 120 s: v1 (superseded at T0+100 s, 150 s ago)
 	 * goes; v2 (superseded at T0+200 s, 50 s ago) stays. */
-	assert_ok(store_expire_history(st, T0 + 250 * S, 120 * S, &dropped));
+	assert_ok(store_expire_history(st, T0 + 250 * S, 120 * S, UINT64_MAX, &dropped));
 	assert_int_equal(dropped, 1);
 	seqs_t h = {0};
 	assert_ok(store_history(st, "a", collect_seq, &h));
@@ -372,10 +372,10 @@ static void test_expire_history(void **state)
 	record r;
 	assert_int_equal(store_lookup_version(st, "a", a1, &r), SS_ENOENT);
 	/* Exactly at the edge is not "more than": superseded 50 s ago, keep 50 s. */
-	assert_ok(store_expire_history(st, T0 + 250 * S, 50 * S, &dropped));
+	assert_ok(store_expire_history(st, T0 + 250 * S, 50 * S, UINT64_MAX, &dropped));
 	assert_int_equal(dropped, 0);
 	/* Retention 0 far in the future: only current versions remain. */
-	assert_ok(store_expire_history(st, T0 + 100000 * S, 0, NULL));
+	assert_ok(store_expire_history(st, T0 + 100000 * S, 0, UINT64_MAX, NULL));
 	assert_int_equal(history_len(st, "a"), 1);
 	assert_int_equal(history_len(st, "b"), 1);
 	assert_ok(store_lookup(st, "a", &r));
@@ -391,7 +391,7 @@ static void test_expire_history(void **state)
 
 	/* A tombstone superseding a version counts like any version. */
 	uint64_t a4 = commit_ok(st, "a", NULL, T0 + 300 * S);
-	assert_ok(store_expire_history(st, T0 + 301 * S, 0, &dropped));
+	assert_ok(store_expire_history(st, T0 + 301 * S, 0, UINT64_MAX, &dropped));
 	assert_int_equal(dropped, 1);
 	assert_ok(store_lookup(st, "a", &r));
 	assert_true(r.deleted);
@@ -644,7 +644,7 @@ static void test_gc_keeps_reachable(void **state)
 	/* Expire the history of c and the tombstone of d, delete a: a's own
 	 * chunks go, those it shares with b stay. */
 	uint64_t dropped;
-	assert_ok(store_expire_history(st, INT64_MAX, 0, &dropped));
+	assert_ok(store_expire_history(st, INT64_MAX, 0, UINT64_MAX, &dropped));
 	assert_true(dropped >= 2);
 	record r;
 	assert_int_equal(store_lookup_version(st, "c", c1seq, &r), SS_ENOENT);
@@ -1059,7 +1059,7 @@ static void *expirer(void *arg)
 	while (!c->stop) {
 		uint64_t n;
 		assert_ok(store_expire_tombstones(c->st, expire_all, NULL, &n));
-		assert_ok(store_expire_history(c->st, INT64_MAX, 0, NULL));
+		assert_ok(store_expire_history(c->st, INT64_MAX, 0, UINT64_MAX, NULL));
 		c->expired += (unsigned)n;
 		usleep(2000);
 	}

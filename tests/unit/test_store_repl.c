@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "core/repl.h"
 #include "core/resolve.h"
 #include "store/store.h"
 
@@ -255,6 +256,39 @@ static void test_cursor_table_added_to_old_directory(void **state)
 	store_close(st);
 }
 
+/* A format-1 directory (no pending table) is upgraded in place: the table
+ * is added and FORMAT says 2, so an older syncstore refuses it from then on
+ * instead of ignoring the records parked there. */
+static void test_format_1_upgraded(void **state)
+{
+	(void)state;
+	store *st = open_store("fmt1");
+	store_close(st);
+	char path[300];
+	snprintf(path, sizeof path, "%s/fmt1/meta.db", root_dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DROP TABLE pending; ALTER TABLE cursors DROP COLUMN fp", NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	snprintf(path, sizeof path, "%s/fmt1/FORMAT", root_dir);
+	assert_int_equal(write_file_atomic(path, "syncstore-store 1\n", 18, 0644), 0);
+	st = open_store("fmt1");
+	uint64_t n = 99;
+	assert_int_equal(store_pending_count(st, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_cursor_set(st, PEER, PEER_INDEX, 3), 0); /* cursors gained fp */
+	assert_int_equal(store_cursor_fp(st, PEER, &n), 0);
+	assert_int_equal(n, 0);
+	store_close(st);
+	buf b;
+	buf_init(&b, 1 << 16);
+	assert_int_equal(read_file_small(path, &b), 0);
+	assert_int_equal(b.len, 18);
+	assert_memory_equal(b.p, "syncstore-store 2\n", 18);
+	buf_free(&b);
+}
+
 /* Remembers what each call saw; ctx of the decide functions below. */
 typedef struct decide_log {
 	unsigned calls;
@@ -304,6 +338,70 @@ static int decide_conflict(void *ctx, const record *local, const record *remote,
 	return 0;
 }
 
+/* A log found gone back (a restored directory) starts a new sequence space:
+ * a new index id, durable; the version clock moved past the lost part;
+ * a second detection of the same regression changes nothing. */
+static void test_log_regressed(void **state)
+{
+	(void)state;
+	store *st = open_store("regressed");
+	uint64_t old = store_index_id(st);
+	record r = mkrec("a", 0, 0);
+	put_tree(st, "aaaa", r.root, &r.size);
+	r.vv.n = 0;
+	assert_int_equal(store_commit(st, &r), 0);
+	assert_int_equal(r.vv.n, 1);
+	uint64_t c0 = r.vv.e[0].counter;
+	assert_int_equal(store_log_regressed(st, old, 50), 0);
+	uint64_t now = store_index_id(st);
+	assert_true(now != old && now != 0);
+	assert_int_equal(store_log_regressed(st, old, 50), 0); /* seen already: no-op */
+	assert_true(store_index_id(st) == now);
+	store_close(st);
+	st = open_store("regressed");
+	assert_true(store_index_id(st) == now);
+	record r2 = mkrec("a", 0, 0);
+	r2.vv.n = 0;
+	memcpy(r2.root, r.root, HASH_LEN);
+	r2.size = r.size;
+	assert_int_equal(store_commit(st, &r2), 0);
+	assert_true(r2.vv.e[0].counter > c0 + 50); /* no counter of the lost log again */
+	store_close(st);
+}
+
+/* The cursor remembers the fingerprint of the batch's last record; the
+ * source's version at that seq has the same fingerprint. */
+static void test_cursor_fp(void **state)
+{
+	(void)state;
+	store *src = open_store("fp_src"), *dst = open_store("fp_dst");
+	record recs[2] = {mkrec("x", 0, 0), mkrec("y", 0, 0)};
+	for (int i = 0; i < 2; i++) {
+		put_tree(src, i ? "yy" : "x", recs[i].root, &recs[i].size);
+		put_tree(dst, i ? "yy" : "x", recs[i].root, &recs[i].size);
+		recs[i].vv.n = 0;
+		assert_int_equal(store_commit(src, &recs[i]), 0);
+	}
+	uint64_t fp = 99;
+	assert_int_equal(store_cursor_fp(dst, PEER, &fp), 0);
+	assert_int_equal(fp, 0);
+	decide_log d = {0};
+	assert_int_equal(store_apply_remote(dst, recs, 2, PEER, PEER_INDEX, recs[1].seq, decide_take, &d, NULL), 0);
+	assert_int_equal(store_cursor_fp(dst, PEER, &fp), 0);
+	record at;
+	assert_int_equal(store_version_at(src, recs[1].seq, &at), 0);
+	assert_true(fp == store_rec_fp(&at) && fp != 0);
+	assert_int_equal(store_version_at(src, recs[0].seq, &at), 0);
+	assert_true(fp != store_rec_fp(&at));
+	assert_int_equal(store_version_at(src, 999, &at), SS_ENOENT);
+	/* Setting the cursor alone (a new index id) forgets it. */
+	assert_int_equal(store_cursor_set(dst, PEER, PEER_INDEX + 1, 0), 0);
+	assert_int_equal(store_cursor_fp(dst, PEER, &fp), 0);
+	assert_int_equal(fp, 0);
+	store_close(src);
+	store_close(dst);
+}
+
 static void test_apply_remote_takes_batch(void **state)
 {
 	(void)state;
@@ -315,9 +413,9 @@ static void test_apply_remote_takes_batch(void **state)
 	for (int i = 0; i < 3; i++)
 		recs[i].seq = 10 + (uint64_t)i; /* the peer's seqs: not kept */
 	decide_log d = {0};
-	unsigned written = 99;
-	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 12, decide_take, &d, &written), 0);
-	assert_int_equal(written, 3);
+	store_applied ap = {99, 99};
+	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 12, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 3);
 	assert_int_equal(d.calls, 3);
 	for (int i = 0; i < 3; i++)
 		assert_false(d.had_local[i]);
@@ -342,34 +440,247 @@ static void test_apply_remote_takes_batch(void **state)
 	store_close(st);
 }
 
-static void test_apply_remote_missing_tree_fails_whole(void **state)
+/* The root of put_tree(content) without storing anything. */
+static void tree_of(const char *content, uint8_t root[HASH_LEN], uint64_t *size)
+{
+	tree_entry e;
+	size_t n = strlen(content);
+	sha256(content, n, e.id);
+	e.size = n;
+	uint8_t node[TREE_NODE_MAX];
+	size_t len = tree_node_encode(1, &e, 1, node);
+	sha256(node, len, root);
+	*size = n;
+}
+
+static uint64_t pending_count(store *st)
+{
+	uint64_t n = 99;
+	assert_int_equal(store_pending_count(st, &n), 0);
+	return n;
+}
+
+static uint64_t acked(store *st)
+{
+	uint64_t a = 99;
+	assert_int_equal(store_cursor_acked(st, PEER, PEER_INDEX, &a), 0);
+	return a;
+}
+
+static void test_apply_remote_parks_missing_tree(void **state)
 {
 	(void)state;
 	store *st = open_store("ar_missing");
 	assert_int_equal(store_cursor_set(st, PEER, PEER_INDEX, 5), 0);
 	record recs[3] = {mkrec("ok1", PEER, 1), mkrec("hole", PEER, 2), mkrec("ok2", PEER, 3)};
 	put_tree(st, "one", recs[0].root, &recs[0].size);
-	memset(recs[1].root, 0xab, HASH_LEN); /* a tree that was never stored */
-	recs[1].size = 10;
+	tree_of("not here yet", recs[1].root, &recs[1].size);
 	put_tree(st, "two", recs[2].root, &recs[2].size);
+	for (int i = 0; i < 3; i++)
+		recs[i].seq = 6 + (uint64_t)i;
 	decide_log d = {0};
-	unsigned written = 99;
-	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 8, decide_take, &d, &written), SS_ENOENT);
-	assert_non_null(strstr(ss_errmsg(SS_ENOENT), "hole"));
-	assert_int_equal(written, 0);
+	store_applied ap = {99, 99};
+	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 8, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 2);
+	assert_int_equal(ap.parked, 1);
 	record got;
-	assert_int_equal(store_lookup(st, "ok1", &got), SS_ENOENT);
-	assert_int_equal(store_lookup(st, "ok2", &got), SS_ENOENT);
-	assert_cursor(st, PEER, PEER_INDEX, 5);
-	assert_int_equal(head_seq(st), 0);
-	/* A size its tree does not hold is refused too, naming the path. */
+	assert_int_equal(store_lookup(st, "ok1", &got), 0);
+	assert_int_equal(store_lookup(st, "ok2", &got), 0);
+	assert_int_equal(store_lookup(st, "hole", &got), SS_ENOENT);
+	/* The cursor moves past the parked record; the acknowledgement does
+	 * not: it stops below the oldest record still parked. */
+	assert_cursor(st, PEER, PEER_INDEX, 8);
+	assert_int_equal(acked(st), 6);
+	uint64_t other = 99;
+	assert_int_equal(store_cursor_acked(st, PEER, PEER_INDEX + 1, &other), 0);
+	assert_int_equal(other, 0); /* a cursor over another index acknowledges nothing */
+	store_close(st);
+
+	/* Durable with the cursor. */
+	st = open_store("ar_missing");
+	assert_int_equal(pending_count(st), 1);
+	assert_int_equal(acked(st), 6);
+	store_pending p[4];
+	unsigned n = 0;
+	assert_int_equal(store_pending_list(st, 0, p, 4, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(p[0].rec.path, "hole");
+	assert_true(p[0].peer == PEER && p[0].index_id == PEER_INDEX && p[0].peer_seq == 7);
+	assert_memory_equal(p[0].rec.root, recs[1].root, HASH_LEN);
+	assert_int_equal(p[0].rec.vv.n, 1);
+
+	/* Still no tree: it stays parked. */
+	assert_int_equal(store_apply_pending(st, p, n, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
+	assert_int_equal(ap.parked, 1);
+	assert_int_equal(pending_count(st), 1);
+	assert_int_equal(acked(st), 6);
+	/* Its tree arrives (any server may have sent it): applied, and the
+	 * acknowledgement catches up with the cursor. */
+	assert_int_equal(store_pending_list(st, 0, p, 4, &n), 0);
+	assert_int_equal(n, 1);
+	uint8_t root[HASH_LEN];
+	uint64_t size;
+	put_tree(st, "not here yet", root, &size);
+	assert_int_equal(store_apply_pending(st, p, n, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	assert_int_equal(ap.parked, 0);
+	assert_int_equal(pending_count(st), 0);
+	assert_int_equal(acked(st), 8);
+	assert_int_equal(store_lookup(st, "hole", &got), 0);
+	assert_memory_equal(got.root, recs[1].root, HASH_LEN);
+	/* A stale list (rows already taken) changes nothing. */
+	uint64_t head = head_seq(st);
+	assert_int_equal(store_apply_pending(st, p, n, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
+	assert_true(head_seq(st) == head);
+
+	/* A size its tree does not hold is refused, naming the path. */
 	recs[1] = recs[0];
 	recs[1].size++;
 	snprintf(recs[1].path, sizeof recs[1].path, "short");
-	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 8, decide_take, &d, NULL), SS_EINVAL);
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 10, decide_take, &d, NULL), SS_EINVAL);
 	assert_non_null(strstr(ss_errmsg(SS_EINVAL), "short"));
-	assert_int_equal(store_lookup(st, "ok1", &got), SS_ENOENT);
-	assert_cursor(st, PEER, PEER_INDEX, 5);
+	assert_cursor(st, PEER, PEER_INDEX, 8);
+	store_close(st);
+}
+
+/* A tombstone for a path held here only as a parked record is decided
+ * against that record and written (not skipped as one for a path never
+ * held): else the acknowledgement would pass both while nothing is stored,
+ * and the parked record would come back once its tree arrived. */
+static void test_tombstone_over_parked_record_is_written(void **state)
+{
+	(void)state;
+	store *st = open_store("park_tomb");
+	const uint64_t S = 0x2222, Q = 0x3333;
+	record r = mkrec("p", S, 1);
+	tree_of("never here", r.root, &r.size);
+	r.seq = 1;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &r, 1, S, 70, 1, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.parked, 1);
+	record t = mkrec("p", Q, 1);
+	t.deleted = true;
+	t.size = 0;
+	t.vv.n = 2;
+	t.vv.e[0] = (vv_entry){S, 1};
+	t.vv.e[1] = (vv_entry){Q, 1};
+	t.seq = 5;
+	assert_int_equal(store_apply_remote(st, &t, 1, Q, 80, 5, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	record got;
+	assert_int_equal(store_lookup(st, "p", &got), 0);
+	assert_true(got.deleted);
+	assert_int_equal(pending_count(st), 0); /* superseded by the tombstone, which is stored */
+	store_close(st);
+}
+
+/* A version parked in one batch whose content a conflict copy carries in the
+ * next (the copy parked too, the winner applied): the winner supersedes the
+ * version, but the copy takes over holding the acknowledgement back. */
+static void test_superseded_parked_record_passes_ack_to_its_copy(void **state)
+{
+	(void)state;
+	store *st = open_store("park_copy_ack");
+	const uint64_t S = 0x2222, Q = 0x3333, IDX = 77;
+	record v = mkrec("p", S, 1);
+	tree_of("v content", v.root, &v.size);
+	v.seq = 1;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &v, 1, S, IDX, 1, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.parked, 1);
+	record b[2];
+	b[0] = v;
+	snprintf(b[0].path, sizeof b[0].path, "p.sync-conflict-x");
+	b[1] = mkrec("p", Q, 1);
+	b[1].vv.n = 2;
+	b[1].vv.e[0] = (vv_entry){S, 1};
+	b[1].vv.e[1] = (vv_entry){Q, 1};
+	put_tree(st, "winner", b[1].root, &b[1].size);
+	b[0].seq = b[1].seq = 2; /* repl_apply_batch files both under the batch's first seq */
+	assert_int_equal(store_apply_remote(st, b, 2, S, IDX, 3, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	assert_int_equal(ap.parked, 1);
+	uint64_t a = 99;
+	assert_int_equal(store_cursor_acked(st, S, IDX, &a), 0);
+	assert_int_equal(a, 0); /* v (seq 1) is held by nobody here: not acknowledged */
+	assert_int_equal(pending_count(st), 1);
+	store_close(st);
+}
+
+/* A parked record that can never be applied (its tree does not hold its
+ * size) is dropped; the others in the same call are applied. */
+static void test_unappliable_parked_record_dropped(void **state)
+{
+	(void)state;
+	store *st = open_store("park_bad");
+	record b[2] = {mkrec("bad", 0x2222, 1), mkrec("good", 0x2222, 2)};
+	tree_of("bad content", b[0].root, &b[0].size);
+	b[0].size = 999;
+	tree_of("good content", b[1].root, &b[1].size);
+	b[0].seq = 1;
+	b[1].seq = 2;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, b, 2, 0x2222, 70, 2, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.parked, 2);
+	uint8_t root[HASH_LEN];
+	uint64_t size;
+	put_tree(st, "bad content", root, &size);
+	put_tree(st, "good content", root, &size);
+	store_pending p[4];
+	unsigned n = 0;
+	assert_int_equal(store_pending_list(st, 0, p, 4, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_apply_pending(st, p, n, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	assert_int_equal(pending_count(st), 0);
+	record got;
+	assert_int_equal(store_lookup(st, "good", &got), 0);
+	assert_int_equal(store_lookup(st, "bad", &got), SS_ENOENT);
+	store_close(st);
+}
+
+/* Conflict: the loser's copy first, then the winner (repl_decide's order). */
+static int decide_copy_first(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
+{
+	decide_log *d = ctx;
+	log_call(d, local);
+	out[0] = d->extra;
+	out[1] = *remote;
+	*n = 2;
+	return 0;
+}
+
+static void test_apply_remote_park_undoes_conflict_copy(void **state)
+{
+	(void)state;
+	store *st = open_store("ar_park_copy");
+	record mine = mkrec("doc.txt", 0, 0);
+	put_tree(st, "mine", mine.root, &mine.size);
+	mine.vv.n = 0;
+	assert_int_equal(store_commit(st, &mine), 0);
+	store_stats before;
+	assert_int_equal(store_stats_get(st, &before), 0);
+	record theirs = mkrec("doc.txt", PEER, 1);
+	tree_of("theirs, not here", theirs.root, &theirs.size);
+	theirs.seq = 1;
+	decide_log d = {.extra = mine};
+	snprintf(d.extra.path, sizeof d.extra.path, "doc.sync-conflict.txt");
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &theirs, 1, PEER, PEER_INDEX, 1, decide_copy_first, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
+	assert_int_equal(ap.parked, 1);
+	/* The copy written before the winner's tree check failed is undone,
+	 * in the database and in the namespace sums. */
+	record got;
+	assert_int_equal(store_lookup(st, "doc.sync-conflict.txt", &got), SS_ENOENT);
+	store_stats after;
+	assert_int_equal(store_stats_get(st, &after), 0);
+	assert_memory_equal(after.digest, before.digest, HASH_LEN);
+	assert_true(after.files == before.files && after.head_seq == before.head_seq);
+	assert_cursor(st, PEER, PEER_INDEX, 1);
+	assert_int_equal(acked(st), 0);
 	store_close(st);
 }
 
@@ -381,9 +692,9 @@ static void test_apply_remote_sees_earlier_in_batch(void **state)
 	put_tree(st, "first", recs[0].root, &recs[0].size);
 	put_tree(st, "second", recs[1].root, &recs[1].size);
 	decide_log d = {0};
-	unsigned written = 0;
-	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 2, decide_take, &d, &written), 0);
-	assert_int_equal(written, 2);
+	store_applied ap = {0};
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 2, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 2);
 	assert_int_equal(d.calls, 2);
 	assert_false(d.had_local[0]);
 	assert_true(d.had_local[1]);
@@ -403,27 +714,27 @@ static void test_apply_remote_identical_writes_nothing(void **state)
 	record r = mkrec("keep", PEER, 4);
 	put_tree(st, "kept", r.root, &r.size);
 	decide_log d = {0};
-	unsigned written = 0;
-	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 1, decide_take, &d, &written), 0);
-	assert_int_equal(written, 1);
+	store_applied ap = {0};
+	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 1, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 1);
 	uint64_t head = head_seq(st);
 	/* The same record again (a replay), and a decide returning ours. */
-	written = 99;
-	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 2, decide_take, &d, &written), 0);
-	assert_int_equal(written, 0);
+	ap.written = 99;
+	assert_int_equal(store_apply_remote(st, &r, 1, PEER, PEER_INDEX, 2, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
 	assert_cursor(st, PEER, PEER_INDEX, 2);
 	record older = mkrec("keep", PEER, 3);
 	put_tree(st, "older", older.root, &older.size);
-	written = 99;
-	assert_int_equal(store_apply_remote(st, &older, 1, PEER, PEER_INDEX, 3, decide_local, &d, &written), 0);
-	assert_int_equal(written, 0);
+	ap.written = 99;
+	assert_int_equal(store_apply_remote(st, &older, 1, PEER, PEER_INDEX, 3, decide_local, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
 	assert_cursor(st, PEER, PEER_INDEX, 3);
 	assert_true(head_seq(st) == head);
 	/* Identical means deleted, root and vector: other fields do not count. */
 	record touched = r;
 	touched.mtime_ns = 999;
-	assert_int_equal(store_apply_remote(st, &touched, 1, PEER, PEER_INDEX, 4, decide_take, &d, &written), 0);
-	assert_int_equal(written, 0);
+	assert_int_equal(store_apply_remote(st, &touched, 1, PEER, PEER_INDEX, 4, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
 	assert_true(head_seq(st) == head);
 	store_close(st);
 }
@@ -445,9 +756,9 @@ static void test_apply_remote_conflict_writes_both(void **state)
 	batch.vv.e[1] = (vv_entry){PEER, 1};
 	decide_log d = {.extra = mine};
 	snprintf(d.extra.path, sizeof d.extra.path, "doc.sync-conflict.txt");
-	unsigned written = 0;
-	assert_int_equal(store_apply_remote(st, &batch, 1, PEER, PEER_INDEX, 1, decide_conflict, &d, &written), 0);
-	assert_int_equal(written, 2);
+	store_applied ap = {0};
+	assert_int_equal(store_apply_remote(st, &batch, 1, PEER, PEER_INDEX, 1, decide_conflict, &d, &ap), 0);
+	assert_int_equal(ap.written, 2);
 	assert_true(d.had_local[0]);
 	assert_memory_equal(d.local[0].root, mine.root, HASH_LEN);
 	record got;
@@ -460,8 +771,8 @@ static void test_apply_remote_conflict_writes_both(void **state)
 	/* Replayed, both outputs equal the current records of their own
 	 * paths (the copy's is not the remote's path): nothing written. */
 	uint64_t head = head_seq(st);
-	assert_int_equal(store_apply_remote(st, &batch, 1, PEER, PEER_INDEX, 2, decide_conflict, &d, &written), 0);
-	assert_int_equal(written, 0);
+	assert_int_equal(store_apply_remote(st, &batch, 1, PEER, PEER_INDEX, 2, decide_conflict, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
 	assert_true(head_seq(st) == head);
 	store_close(st);
 }
@@ -475,9 +786,9 @@ static void test_apply_remote_decide_error_aborts(void **state)
 	put_tree(st, "x1", recs[0].root, &recs[0].size);
 	put_tree(st, "x2", recs[1].root, &recs[1].size);
 	decide_log d = {.fail_at = 2};
-	unsigned written = 99;
-	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 7, decide_take, &d, &written), SS_EPROTO);
-	assert_int_equal(written, 0);
+	store_applied ap = {99, 99};
+	assert_int_equal(store_apply_remote(st, recs, 2, PEER, PEER_INDEX, 7, decide_take, &d, &ap), SS_EPROTO);
+	assert_int_equal(ap.written, 0);
 	assert_int_equal(d.calls, 2);
 	assert_non_null(strstr(ss_errmsg(SS_EPROTO), "planted failure"));
 	assert_non_null(strstr(ss_errmsg(SS_EPROTO), "x2"));
@@ -510,9 +821,9 @@ static void test_apply_remote_tombstone(void **state)
 	recs[1].size = 0;
 	recs[2].deleted = true;
 	decide_log d = {0};
-	unsigned written = 0;
-	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 3, decide_take, &d, &written), 0);
-	assert_int_equal(written, 3);
+	store_applied ap = {0};
+	assert_int_equal(store_apply_remote(st, recs, 3, PEER, PEER_INDEX, 3, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 3);
 	record got;
 	uint8_t zero[HASH_LEN] = {0};
 	assert_int_equal(store_lookup(st, "gone", &got), 0);
@@ -521,8 +832,8 @@ static void test_apply_remote_tombstone(void **state)
 	assert_int_equal(store_lookup(st, "never-here", &got), 0);
 	assert_true(got.deleted);
 	/* A replayed tombstone (its root not zeroed by the sender) is identical. */
-	assert_int_equal(store_apply_remote(st, &recs[1], 1, PEER, PEER_INDEX, 4, decide_take, &d, &written), 0);
-	assert_int_equal(written, 0);
+	assert_int_equal(store_apply_remote(st, &recs[1], 1, PEER, PEER_INDEX, 4, decide_take, &d, &ap), 0);
+	assert_int_equal(ap.written, 0);
 	store_close(st);
 }
 
@@ -657,8 +968,15 @@ int main(void)
 		cmocka_unit_test(test_cursor_fresh_is_zero),
 		cmocka_unit_test(test_cursor_roundtrip_survives_reopen),
 		cmocka_unit_test(test_cursor_table_added_to_old_directory),
+		cmocka_unit_test(test_format_1_upgraded),
+		cmocka_unit_test(test_log_regressed),
+		cmocka_unit_test(test_cursor_fp),
 		cmocka_unit_test(test_apply_remote_takes_batch),
-		cmocka_unit_test(test_apply_remote_missing_tree_fails_whole),
+		cmocka_unit_test(test_apply_remote_parks_missing_tree),
+		cmocka_unit_test(test_apply_remote_park_undoes_conflict_copy),
+		cmocka_unit_test(test_tombstone_over_parked_record_is_written),
+		cmocka_unit_test(test_superseded_parked_record_passes_ack_to_its_copy),
+		cmocka_unit_test(test_unappliable_parked_record_dropped),
 		cmocka_unit_test(test_apply_remote_sees_earlier_in_batch),
 		cmocka_unit_test(test_apply_remote_identical_writes_nothing),
 		cmocka_unit_test(test_apply_remote_conflict_writes_both),

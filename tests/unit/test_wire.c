@@ -47,7 +47,7 @@ static void build_all(buf *b, size_t *starts, size_t *n)
 	/* Later messages go last, so the indexes spot-checked below stay. */
 	ADD(wire_barrier(b, 77));
 	ADD(wire_forget(b, "0123456789abcdef", WIRE_FORGET_RELAYED));
-	ADD(wire_pull(b, 5, 6, 7, 8));
+	ADD(wire_pull(b, 5, 6, 4, 0x1122334455667788ULL, 7, 8));
 	ADD(wire_pulled(b, 5, 6, 7, 8, ids));
 	ADD(wire_ids(b, MSG_READ, ids, 2));
 	ADD(wire_missing(b, ids));
@@ -105,6 +105,11 @@ static void test_roundtrip(void **state)
 	assert_int_equal(m->announce.size, 1234);
 	assert_int_equal(decode_frame(b.p + starts[27], starts[28] - starts[27], m), 0);
 	assert_string_equal(m->seeder.name, "report final.pdf");
+	assert_int_equal(decode_frame(b.p + starts[18], starts[19] - starts[18], m), 0);
+	assert_int_equal(m->type, MSG_PULL);
+	assert_true(m->pull.index_id == 5 && m->pull.after == 6 && m->pull.acked == 4);
+	assert_true(m->pull.fp == 0x1122334455667788ULL);
+	assert_true(m->pull.limit == 7 && m->pull.wait_ms == 8);
 	free(m);
 	buf_free(&b);
 }
