@@ -280,6 +280,7 @@ enum {
 	Q_PEND_NEWEST,
 	Q_PEND_MOVE_ACK,
 	Q_PEND_DROP_PEER,
+	Q_PEND_ROOTS,
 	Q_CURSOR_FP_GET,
 	Q_CURSOR_FP_SET,
 	Q_COUNT
@@ -363,6 +364,7 @@ static const char *const store_sql[Q_COUNT] = {
 			    "peer = (SELECT d.peer FROM pending d WHERE d.id = ?1) AND index_id = (SELECT d.index_id "
 			    "FROM pending d WHERE d.id = ?1)",
 	[Q_PEND_DROP_PEER] = "DELETE FROM pending WHERE peer = ?1",
+	[Q_PEND_ROOTS] = "SELECT id, path, root FROM pending WHERE id > ?1 AND deleted = 0 ORDER BY id LIMIT ?2",
 	[Q_CURSOR_FP_GET] = "SELECT fp FROM cursors WHERE peer = ?1",
 	[Q_CURSOR_FP_SET] = "UPDATE cursors SET fp = ?2 WHERE peer = ?1",
 };
@@ -3156,6 +3158,7 @@ typedef struct gc_state {
 	idset live;     /* chunks and nodes reachable from a kept version */
 	idset walked;   /* nodes walked (a data chunk may share a node's id) */
 	uint64_t head;  /* every version up to this seq is marked */
+	uint64_t pend_head; /* every parked record up to this row id is marked */
 	uint32_t gseg;  /* the append point when this GC began */
 	uint64_t goff;
 } gc_state;
@@ -3170,7 +3173,10 @@ static int gc_stop(int step)
 
 /* Mark the tree under node id (level 0: any, for a root).  locked: the
  * caller holds db_mu (and nothing moves records meanwhile). */
-static int gc_mark_tree(gc_state *g, const uint8_t id[HASH_LEN], unsigned level, bool locked, const char *path)
+/* partial: the tree of a parked record, only partly here yet — what is
+ * missing or unreadable is skipped, not an error. */
+static int gc_mark_tree(gc_state *g, const uint8_t id[HASH_LEN], unsigned level, bool locked, const char *path,
+			bool partial)
 {
 	if (idset_has(&g->walked, id))
 		return 0;
@@ -3179,6 +3185,8 @@ static int gc_mark_tree(gc_state *g, const uint8_t id[HASH_LEN], unsigned level,
 	seg_id_abbrev(id, ab);
 	seg_loc loc;
 	int rc = chunk_find(st, id, &loc, locked);
+	if (rc == 0 && partial)
+		return 0;
 	if (rc == 0)
 		return ss_fail(SS_ENOENT, "garbage collection stopped: tree node %s of %.200s is missing (store the "
 					  "file again to repair it)", ab, path);
@@ -3193,6 +3201,10 @@ static int gc_mark_tree(gc_state *g, const uint8_t id[HASH_LEN], unsigned level,
 		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
 	else if (!rc && (tree_node_decode(b.p, b.len, &nd) || (level && nd.level != level)))
 		rc = SS_ECORRUPT;
+	if (rc && partial) {
+		rc = 0; /* its apply will find out */
+		goto out;
+	}
 	if (rc) {
 		rc = ss_fail(rc == SS_ETOOBIG ? SS_ECORRUPT : rc,
 			     "garbage collection stopped: tree node %s of %.200s is unreadable: %s", ab, path, msg);
@@ -3204,7 +3216,7 @@ static int gc_mark_tree(gc_state *g, const uint8_t id[HASH_LEN], unsigned level,
 		tree_entry e;
 		tree_node_entry(&nd, i, &e);
 		if (nd.level > 1)
-			rc = gc_mark_tree(g, e.id, nd.level - 1u, locked, path);
+			rc = gc_mark_tree(g, e.id, nd.level - 1u, locked, path, partial);
 		else
 			idset_add(&g->live, e.id);
 	}
@@ -3259,13 +3271,53 @@ static int gc_mark_versions(gc_state *g, bool locked)
 			pthread_mutex_unlock(&st->db_mu);
 		done = n < STORE_LIST_BATCH;
 		for (unsigned i = 0; i < n && !rc; i++)
-			rc = gc_mark_tree(g, rows[i].root, 0, locked, rows[i].path);
+			rc = gc_mark_tree(g, rows[i].root, 0, locked, rows[i].path, false);
 		/* Sequence numbers only grow (AUTOINCREMENT), so a version
 		 * committed after this batch's query lands above the head. */
 		if (!rc && n)
 			g->head = rows[n - 1].seq;
 	}
 	free(rows);
+	return rc;
+}
+
+/*
+ * The same for parked records (after g->pend_head): what of their trees is
+ * here already — fetched from one server, the rest still to come from
+ * another — is kept, so a retry does not fetch it again or never completes.
+ */
+static int gc_mark_pending(gc_state *g, bool locked)
+{
+	store *st = g->st;
+	uint8_t root[HASH_LEN];
+	char path[SS_PATH_MAX + 1];
+	int rc = 0;
+	for (;;) {
+		/* A row at a time: the table is small, and the walk must not
+		 * hold the database when unlocked. */
+		if (!locked)
+			pthread_mutex_lock(&st->db_mu);
+		sqlite3_stmt *s = st->q[Q_PEND_ROOTS];
+		sqlite3_bind_int64(s, 1, (int64_t)g->pend_head);
+		sqlite3_bind_int64(s, 2, 1);
+		int src = sqlite3_step(s);
+		bool row = src == SQLITE_ROW, whole = row && sqlite3_column_bytes(s, 2) == HASH_LEN;
+		if (row) {
+			g->pend_head = (uint64_t)sqlite3_column_int64(s, 0);
+			const char *p = (const char *)sqlite3_column_text(s, 1);
+			snprintf(path, sizeof path, "%s", p ? p : "?");
+			if (whole) /* else a damaged row: its apply reports it */
+				memcpy(root, sqlite3_column_blob(s, 2), HASH_LEN);
+		} else if (src != SQLITE_DONE) {
+			rc = db_fail(st, src, "cannot read the pending records");
+		}
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		if (!locked)
+			pthread_mutex_unlock(&st->db_mu);
+		if (rc || !row || (whole && (rc = gc_mark_tree(g, root, 0, locked, path, true))))
+			break;
+	}
 	return rc;
 }
 
@@ -3287,6 +3339,8 @@ static int gc_sweep_batch(gc_state *g, const gc_cand *c, size_t n)
 	int rc = db_begin(st);
 	if (!rc)
 		rc = gc_mark_versions(g, true);
+	if (!rc)
+		rc = gc_mark_pending(g, true);
 	uint32_t wseg;
 	uint64_t woff;
 	pthread_mutex_lock(&st->mu);
@@ -3802,6 +3856,8 @@ int store_gc(store *st, store_gc_stats *out)
 		rc = gc_prune_segment_rows(st);
 	if (!rc)
 		rc = gc_mark_versions(&g, false);
+	if (!rc)
+		rc = gc_mark_pending(&g, false);
 	if (!rc)
 		rc = gc_sweep(&g);
 	if (!rc)

@@ -641,6 +641,47 @@ static void test_unappliable_parked_record_dropped(void **state)
 	store_close(st);
 }
 
+/* What of a parked record's tree is here already (one server sent half of
+ * it) survives garbage collection, so the rest from another server
+ * completes it. */
+static void test_gc_keeps_partial_tree_of_parked_record(void **state)
+{
+	(void)state;
+	store *st = open_store("park_gc");
+	const char *part[2] = {"first half of the file", "second half, from elsewhere"};
+	tree_entry e[2];
+	for (int i = 0; i < 2; i++) {
+		e[i].size = strlen(part[i]);
+		sha256(part[i], e[i].size, e[i].id);
+	}
+	uint8_t node[TREE_NODE_MAX], root[HASH_LEN];
+	size_t len = tree_node_encode(1, e, 2, node);
+	sha256(node, len, root);
+	/* The node and the first chunk arrived; the second did not. */
+	assert_int_equal(store_put_chunk(st, root, node, len), 0);
+	assert_int_equal(store_put_chunk(st, e[0].id, part[0], e[0].size), 0);
+	record r = mkrec("half", 0x2222, 1);
+	memcpy(r.root, root, HASH_LEN);
+	r.size = e[0].size + e[1].size;
+	r.seq = 1;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &r, 1, 0x2222, 70, 1, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.parked, 1);
+	assert_int_equal(store_gc(st, NULL), 0);
+	assert_int_equal(store_has(st, root), 1);
+	assert_int_equal(store_has(st, e[0].id), 1);
+	/* The rest arrives: the record applies. */
+	assert_int_equal(store_put_chunk(st, e[1].id, part[1], e[1].size), 0);
+	assert_int_equal(store_put_node(st, root, node, len), 0);
+	store_pending p[2];
+	unsigned n = 0;
+	assert_int_equal(store_pending_list(st, 0, p, 2, &n), 0);
+	assert_int_equal(store_apply_pending(st, p, n, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	assert_int_equal(pending_count(st), 0);
+	store_close(st);
+}
+
 /* Conflict: the loser's copy first, then the winner (repl_decide's order). */
 static int decide_copy_first(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
 {
@@ -977,6 +1018,7 @@ int main(void)
 		cmocka_unit_test(test_tombstone_over_parked_record_is_written),
 		cmocka_unit_test(test_superseded_parked_record_passes_ack_to_its_copy),
 		cmocka_unit_test(test_unappliable_parked_record_dropped),
+		cmocka_unit_test(test_gc_keeps_partial_tree_of_parked_record),
 		cmocka_unit_test(test_apply_remote_sees_earlier_in_batch),
 		cmocka_unit_test(test_apply_remote_identical_writes_nothing),
 		cmocka_unit_test(test_apply_remote_conflict_writes_both),
