@@ -10,10 +10,6 @@ int repl_decide(void *ctx, const record *local, const record *remote, record out
 	repl_counts none = {0}, *c = ctx ? ctx : &none;
 	*n = 0;
 	if (!local) {
-		if (remote->deleted) {
-			c->kept++;
-			return 0;
-		}
 		out[(*n)++] = *remote;
 		c->taken++;
 		return 0;

@@ -22,10 +22,13 @@ typedef struct repl_counts {
 
 /*
  * A store_decide_fn (ctx: repl_counts *, may be NULL).  No local record:
- * take the remote one — unless it is a tombstone, which deletes nothing
- * here (and must not come back to life after every server expired it: a
- * tombstone re-sent by a peer that has not expired it yet would otherwise
- * bounce between the two for ever).  Otherwise by resolve():
+ * take the remote one — a tombstone too: this server's acknowledgement of
+ * the delete counts toward its write quorum, so it must hold it, or the
+ * deleted version would come back here from any server that still has it
+ * once the tombstone's own servers are lost.  (A tombstone expired here and
+ * received again — a peer's log re-sent after an index-id change — is held
+ * again until it expires again: a bounded echo, not a loop.)  Otherwise by
+ * resolve():
  *   KEEP      nothing
  *   TAKE      the remote record as it is
  *   MERGE     our record with the merged vector

@@ -51,9 +51,8 @@
  * costing a scan of the namespace per PULL reply.
  * Local sequence numbers, sizes, modes and times are not part of it: equal
  * vectors with equal roots mean the same version everywhere.  Tombstones
- * are not either: a server that never held a path skips its tombstone, and
- * tombstones expire at different moments on different servers, while the
- * live namespace is what must agree.
+ * are not either: they expire at different moments on different servers,
+ * while the live namespace is what must agree.
  *
  * Group commit.  store_put_chunk appends to a segment and records the row in
  * an in-memory pending table (by id) with a put sequence number.  One
@@ -2611,7 +2610,7 @@ static int db_pending_newest(store *st, const char *path, record *out)
 
 /* Scratch records of one received record's apply. */
 typedef struct apply_scratch {
-	record local, out[2], cur;
+	record local, out[2], cur, sub[2];
 	uint64_t node; /* store_node, read before db_mu */
 	uint8_t broken[HASH_LEN];
 	bool is_broken;
@@ -2619,6 +2618,27 @@ typedef struct apply_scratch {
 } apply_scratch;
 
 enum { APPLY_PARKED = 1 };
+
+/* Write one record decide returned (db_apply_received): a new version,
+ * current of its path — unless it is the path's current record already (a
+ * replay, or KEEP as is), which adds nothing.  *nw counts what is written. */
+static int db_write_out(store *st, apply_scratch *a, record *o, unsigned *nw)
+{
+	int rc = rec_check_received(o);
+	if (rc)
+		return rc;
+	if (o->deleted)
+		memset(o->root, 0, HASH_LEN);
+	int found = db_current(st, o->path, &a->cur);
+	if (found == 1 && rec_same(o, &a->cur))
+		return 0;
+	if (found < 0)
+		return found;
+	bool *is_broken = a->is_broken ? NULL : &a->is_broken; /* the first one found */
+	if (!(rc = db_apply_one(st, o, &o->seq, a->node, is_broken ? a->broken : NULL, is_broken)))
+		(*nw)++;
+	return rc;
+}
 
 /*
  * One received record through decide, inside the caller's transaction
@@ -2639,9 +2659,16 @@ static int db_apply_received(store *st, const record *rr, uint64_t peer, store_d
 		found = db_pending_newest(st, rr->path, &a->local);
 	if (found < 0)
 		return found;
+	/* A counter of ours that any received record names is never issued
+	 * again, written here or not: a wiped data directory's clock starts
+	 * low, and a write of it must not look older than what the cluster
+	 * already saw of it. */
+	int rc = a->node ? clock_see(st, &rr->vv, a->node) : 0;
+	if (rc)
+		return rc;
 	unsigned nout = 0;
 	memset(a->out, 0, sizeof a->out);
-	int rc = decide(ctx, found ? &a->local : NULL, rr, a->out, &nout);
+	rc = decide(ctx, found ? &a->local : NULL, rr, a->out, &nout);
 	if (rc) {
 		char msg[400];
 		snprintf(msg, sizeof msg, "%s", ss_errmsg(rc));
@@ -2663,35 +2690,42 @@ static int db_apply_received(store *st, const record *rr, uint64_t peer, store_d
 	unsigned nw = 0;
 	for (unsigned j = 0; j < nout && !rc; j++) {
 		record *o = &a->out[j];
-		if ((rc = rec_check_received(o)))
-			break;
-		if (o->deleted)
-			memset(o->root, 0, HASH_LEN);
-		/* Replays and KEEP-as-is decisions add no version. */
-		if ((found = db_current(st, o->path, &a->cur)) == 1 && rec_same(o, &a->cur))
-			continue;
-		bool *is_broken = a->is_broken ? NULL : &a->is_broken; /* the first one found */
-		if (found < 0)
+		if ((found = db_current(st, o->path, &a->cur)) < 0) {
 			rc = found;
-		else if (!(rc = db_apply_one(st, o, &o->seq, a->node, is_broken ? a->broken : NULL, is_broken)))
-			nw++;
+			break;
+		}
+		/* A conflict copy (at another path than the received record's)
+		 * is itself decided against what its path holds: derived late
+		 * — a record applied long after its partner, say, once parked —
+		 * it may meet a newer version of the copy there already, which
+		 * it must not overwrite.  One level: a copy's own copy is
+		 * written as decided. */
+		if (found == 1 && strcmp(o->path, rr->path)) {
+			unsigned ns = 0;
+			memset(a->sub, 0, sizeof a->sub);
+			if ((rc = decide(ctx, &a->cur, o, a->sub, &ns)))
+				break;
+			for (unsigned k = 0; k < ns && k < 2 && !rc; k++)
+				rc = db_write_out(st, a, &a->sub[k], &nw);
+			continue;
+		}
+		rc = db_write_out(st, a, o, &nw);
 	}
 	if (nout && rc < 0 && rc != SS_ENOENT) {
 		/* Refused: nothing of it stays; the caller decides what a
 		 * refusal means (a bad batch, or a parked record to drop). */
 		db_step_done(st, st->q[Q_SAVE_UNDO], "cannot apply records");
 		db_step_done(st, st->q[Q_SAVE_DONE], "cannot apply records");
+		if (st->clock_loaded)
+			clock_store(st);
 		st->ns_txn = saved;
 		return rc;
 	}
 	if (live && rc == SS_ENOENT) {
 		/* A chunk of the tree is missing (its message names it): park.
-		 * A counter of ours it names is seen all the same: issued again
-		 * (a wiped directory's clock starts low), it would make a new
-		 * write look older than this record.  (The undo took back the
-		 * clock's row, not the clock in memory: write it again.) */
+		 * (The undo took back the clock's row, not the clock in memory,
+		 * which has seen this record's counters: write it again.) */
 		if (!(rc = db_step_done(st, st->q[Q_SAVE_UNDO], "cannot apply records")) &&
-		    !(rc = a->node ? clock_see(st, &rr->vv, a->node) : 0) &&
 		    !(rc = st->clock_loaded ? clock_store(st) : 0))
 			rc = APPLY_PARKED;
 		st->ns_txn = saved;

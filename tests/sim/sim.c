@@ -109,6 +109,8 @@ typedef struct write_ev {
 	record rec;  /* as committed: path, seq, root, deleted, vv */
 	bool has_base;
 	record base; /* the path's record at the writer just before (what the client saw) */
+	bool moved;  /* the new path of an mv: src is the record it moved */
+	record src;
 	int state;   /* 0 waiting for the quorum, 1 acknowledged, 2 not acknowledged */
 } write_ev;
 
@@ -116,7 +118,7 @@ typedef struct counters {
 	uint64_t conflicts, catchups, quorum_failures, tomb_expiries, parked;
 	uint64_t writes, acked, pulls, applied, dropped, duplicated, delayed, stale, refused, link_errors,
 		crashes, power_cuts, flush_cuts, destroyed, partitions, gcs, unavailable, unparked, missing, backups,
-		restores, regressions;
+		restores, regressions, moves;
 } counters;
 
 static struct sim {
@@ -307,6 +309,54 @@ static void quorum_update(void)
 
 /* ---- client writes ---- */
 
+/* A write event of server i (a write's record as committed, the path's
+ * record it was based on), waiting for the quorum. */
+static void add_write(int i, const record *rec, const record *base)
+{
+	write_ev *w = &S.w[S.nw];
+	memset(w, 0, sizeof *w);
+	w->rec = *rec;
+	w->has_base = base != NULL;
+	if (base)
+		w->base = *base;
+	w->server = i;
+	w->incarnation = S.s[i].incarnation;
+	w->t = S.now;
+	S.nw++;
+	S.c.writes++;
+}
+
+/*
+ * mv FROM TO on server i (session.c do_mv: store_rename, acknowledged once
+ * the quorum holds both records): TO gets FROM's content with a vector that
+ * succeeds TO's, and FROM a tombstone that succeeds FROM's — two write
+ * events, each checked like a put and an rm.  False if FROM holds nothing.
+ */
+static bool client_mv(int i, const char *from)
+{
+	server *s = &S.s[i];
+	const char *to = paths[rn(NPATHS)];
+	record src, old, nr, tomb;
+	if (!strcmp(from, to) || store_lookup(s->st, from, &src) || src.deleted)
+		return false;
+	int had = store_lookup(s->st, to, &old);
+	if (had && had != SS_ENOENT)
+		fail("store", "lookup %s: %s", to, ss_errmsg(had));
+	MUST(store_rename(s->st, from, to, &nr));
+	MUST(store_lookup(s->st, from, &tomb));
+	if (!tomb.deleted || tomb.seq != nr.seq + 1)
+		fail("store", "mv %s %s: the tombstone is not the next version", from, to);
+	if (S.verbose)
+		fprintf(stderr, "t=%lld write #%u-%u on %d: mv %s %s, seq %llu-%llu\n", (long long)((S.now / MS) % 100000),
+			S.nw, S.nw + 1, i, from, to, (unsigned long long)nr.seq, (unsigned long long)tomb.seq);
+	add_write(i, &nr, had ? NULL : &old);
+	S.w[S.nw - 1].moved = true;
+	S.w[S.nw - 1].src = src;
+	add_write(i, &tomb, &src);
+	S.c.moves++;
+	return true;
+}
+
 static void client_write(int i)
 {
 	server *s = &S.s[i];
@@ -330,11 +380,13 @@ static void client_write(int i)
 		S.c.unavailable++;
 		return;
 	}
-	if (S.nw == MAXWRITES)
+	if (S.nw + 2 > MAXWRITES)
 		return;
 	write_ev *w = &S.w[S.nw];
 	memset(w, 0, sizeof *w);
 	const char *path = paths[rn(NPATHS)];
+	if (chance(15) && client_mv(i, path))
+		return;
 	int rc = store_lookup(s->st, path, &w->base);
 	if (rc && rc != SS_ENOENT)
 		fail("store", "lookup %s: %s", path, ss_errmsg(rc));
@@ -960,8 +1012,11 @@ static void check_acks(store *st)
 		int rc = store_lookup(st, w->rec.path, &cur);
 		if (rc && rc != SS_ENOENT)
 			fail("store", "lookup: %s", ss_errmsg(rc));
-		if (w->rec.deleted && !rc && vv_le(&w->rec.vv, &cur.vv)) {
-			ok[k] = true; /* the delete stands, or a later / concurrent update won */
+		if (w->rec.deleted && !rc && (vv_le(&w->rec.vv, &cur.vv) || cur.deleted)) {
+			/* The delete stands, or a later / concurrent update won —
+			 * or the path is deleted anyway (an expired tombstone, a
+			 * new file, deleted again): nothing deleted came back. */
+			ok[k] = true;
 			continue;
 		}
 		/* A write made after the rm (later in the run) may hold the path
@@ -979,6 +1034,11 @@ static void check_acks(store *st)
 		for (unsigned j = k + 1; j < S.nw && !ok[k]; j++)
 			ok[k] = ok[j] && S.w[j].has_base && !strcmp(S.w[j].rec.path, w->rec.path) &&
 				same_content(&S.w[j].base, &w->rec) && vv_le(&w->rec.vv, &S.w[j].base.vv);
+		/* Or an mv took it (or what superseded it) to another path, and
+		 * the moved record is there. */
+		for (unsigned j = k + 1; j < S.nw && !ok[k]; j++)
+			ok[k] = ok[j] && S.w[j].moved && !strcmp(S.w[j].src.path, w->rec.path) &&
+				same_content(&S.w[j].src, &w->rec) && vv_le(&w->rec.vv, &S.w[j].src.vv);
 		if (!ok[k] && w->state == 1) {
 			char h[9] = "--------";
 			if (!w->rec.deleted)
@@ -1005,6 +1065,19 @@ static void check_all(void)
 	store_stats st[N];
 	listing l[N];
 	memset(l, 0, sizeof l);
+	/* The namespace sums a store keeps in memory, per write, are what a
+	 * reopen computes from the database. */
+	for (int i = 0; i < N; i++) {
+		store_stats before, after;
+		MUST(store_stats_get(S.s[i].st, &before));
+		srv_down(i);
+		srv_open(i);
+		MUST(store_stats_get(S.s[i].st, &after));
+		if (memcmp(before.digest, after.digest, HASH_LEN) || before.files != after.files ||
+		    before.bytes != after.bytes)
+			fail("digest", "server %d's namespace sums drifted from its database (%llu files in memory, "
+				       "%llu on disk)", i, (unsigned long long)before.files, (unsigned long long)after.files);
+	}
 	for (int i = 0; i < N; i++) {
 		MUST(store_stats_get(S.s[i].st, &st[i]));
 		MUST(store_list(S.s[i].st, "", list_rec, &l[i]));
@@ -1049,6 +1122,22 @@ static void check_all(void)
 				if (!x || !y || strcmp(x->path, y->path) || !same_content(x, y)) {
 					snprintf(detail, sizeof detail, " (first difference: %.80s on 0, %.80s on %d)",
 						 x ? x->path : "-", y ? y->path : "-", i);
+					break;
+				}
+				if (vv_compare(&x->vv, &y->vv) != VV_EQUAL) {
+					int o = snprintf(detail, sizeof detail, " (first difference: the vectors of %.80s:", x->path);
+					for (int j = 0; j < N && o < (int)sizeof detail - 40; j++) {
+						record c;
+						if (store_lookup(S.s[j].st, x->path, &c))
+							continue;
+						o += snprintf(detail + o, sizeof detail - (size_t)o, " %d:", j);
+						for (unsigned e = 0; e < c.vv.n && o < (int)sizeof detail - 30; e++)
+							o += snprintf(detail + o, sizeof detail - (size_t)o, "%s%llx=%llu", e ? "," : "",
+								      (unsigned long long)(c.vv.e[e].node >> 32),
+								      (unsigned long long)c.vv.e[e].counter);
+					}
+					if (o < (int)sizeof detail - 1)
+						snprintf(detail + o, sizeof detail - (size_t)o, ")");
 					break;
 				}
 			}
@@ -1261,7 +1350,7 @@ int main(int argc, char **argv)
 	       "records written by applies, %llu replies dropped, %llu duplicated, %llu delayed, %llu stale; "
 	       "%llu batches refused as expected, %llu link errors; %llu crashes (%llu power cuts, %llu inside a "
 	       "flush), %llu disks destroyed, %llu partitions, %llu GCs; %llu chunks missing at a source, %llu "
-	       "parked records applied; %llu backups, %llu restored (%llu logs found gone back)\n",
+	       "parked records applied; %llu backups, %llu restored (%llu logs found gone back); %llu moves\n",
 	       (unsigned long long)total.writes, (unsigned long long)total.acked,
 	       (unsigned long long)total.unavailable, (unsigned long long)total.pulls,
 	       (unsigned long long)total.applied, (unsigned long long)total.dropped,
@@ -1272,7 +1361,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.destroyed, (unsigned long long)total.partitions,
 	       (unsigned long long)total.gcs, (unsigned long long)total.missing, (unsigned long long)total.unparked,
 	       (unsigned long long)total.backups, (unsigned long long)total.restores,
-	       (unsigned long long)total.regressions);
+	       (unsigned long long)total.regressions, (unsigned long long)total.moves);
 	if (failed) {
 		printf("sim: %u of %llu seeds FAILED (each printed above with its seed)\n", failed,
 		       (unsigned long long)nseeds);

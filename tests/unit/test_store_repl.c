@@ -682,6 +682,71 @@ static void test_gc_keeps_partial_tree_of_parked_record(void **state)
 	store_close(st);
 }
 
+/* A wiped directory (its node id kept, its clock back at 0) learns its old
+ * counters from every record it receives: its next write of a path must not
+ * look older than the tombstone the cluster holds for it. */
+static void test_clock_sees_records_not_written(void **state)
+{
+	(void)state;
+	store *st = open_store("clock_keep"); /* node 0x1111, fresh */
+	record t = mkrec("gone", 0x2222, 4);
+	t.deleted = true;
+	t.size = 0;
+	t.vv.n = 2;
+	t.vv.e[0] = (vv_entry){0x1111, 7}; /* our write #7, before the wipe */
+	t.vv.e[1] = (vv_entry){0x2222, 4};
+	t.seq = 1;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &t, 1, 0x2222, 70, 1, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1); /* a path never held here: the tombstone is kept all the same */
+	record w = mkrec("gone", 0, 0);
+	put_tree(st, "written again", w.root, &w.size);
+	w.vv.n = 0;
+	assert_int_equal(store_commit(st, &w), 0);
+	assert_true(vv_get(&w.vv, 0x1111) > 7);
+	resolution res;
+	assert_int_equal(resolve(&w, &t, &res), 0);
+	assert_int_not_equal(res.kind, RESOLVE_TAKE); /* the tombstone does not win over the new write */
+	store_close(st);
+}
+
+/* A conflict derived late (the losing record applied long after its
+ * partner, e.g. once parked) meets its copy path holding a newer version
+ * already (the copy was edited since, elsewhere): the old copy must not
+ * overwrite it — the copy is decided against its path like any record. */
+static void test_late_conflict_copy_does_not_overwrite_newer_copy(void **state)
+{
+	(void)state;
+	store *st = open_store("late_copy");
+	record mine = mkrec("doc.txt", 0x1111, 1);
+	mine.mtime_ns = 200; /* newer: it wins */
+	put_tree(st, "mine", mine.root, &mine.size);
+	record theirs = mkrec("doc.txt", 0x2222, 1);
+	theirs.mtime_ns = 100;
+	put_tree(st, "theirs", theirs.root, &theirs.size);
+	record edited = theirs; /* the copy, edited on another server since */
+	assert_int_equal(conflict_path(&theirs, edited.path, sizeof edited.path), 0);
+	edited.vv.n = 2;
+	edited.vv.e[1] = (vv_entry){0x3333, 1};
+	put_tree(st, "the copy, edited", edited.root, &edited.size);
+	record first[2] = {mine, edited};
+	first[0].seq = 1;
+	first[1].seq = 2;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, first, 2, 0x3333, 80, 2, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 2);
+	theirs.seq = 1;
+	assert_int_equal(store_apply_remote(st, &theirs, 1, 0x2222, 70, 1, repl_decide, NULL, &ap), 0);
+	record got;
+	assert_int_equal(store_lookup(st, edited.path, &got), 0);
+	assert_memory_equal(got.root, edited.root, HASH_LEN); /* still the edited copy */
+	assert_int_equal(got.vv.n, 2);
+	assert_int_equal(store_lookup(st, "doc.txt", &got), 0);
+	assert_memory_equal(got.root, mine.root, HASH_LEN);
+	assert_int_equal(got.vv.n, 2); /* merged: the conflict was seen */
+	store_close(st);
+}
+
 /* Conflict: the loser's copy first, then the winner (repl_decide's order). */
 static int decide_copy_first(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
 {
@@ -1019,6 +1084,8 @@ int main(void)
 		cmocka_unit_test(test_superseded_parked_record_passes_ack_to_its_copy),
 		cmocka_unit_test(test_unappliable_parked_record_dropped),
 		cmocka_unit_test(test_gc_keeps_partial_tree_of_parked_record),
+		cmocka_unit_test(test_clock_sees_records_not_written),
+		cmocka_unit_test(test_late_conflict_copy_does_not_overwrite_newer_copy),
 		cmocka_unit_test(test_apply_remote_sees_earlier_in_batch),
 		cmocka_unit_test(test_apply_remote_identical_writes_nothing),
 		cmocka_unit_test(test_apply_remote_conflict_writes_both),
