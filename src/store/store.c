@@ -683,9 +683,17 @@ static int vv_decode(const uint8_t *p, size_t n, vvec *v)
  * write's own transaction; on a store without it, the highest counter of
  * ours in any version): a path whose tombstone expired here, written again,
  * must not restart at 1 — servers that still hold its older versions would
- * take the new write for old news.  A record applied from a peer with a
+ * take the new write for old news.  A record received from a peer with a
  * higher counter of ours (a restored copy of this store) moves it on too
- * (clock_see).  Caller holds db_mu inside a transaction.
+ * (clock_see).  And it is never below the wall clock in microseconds (a
+ * hybrid clock): a data directory wiped and started again keeps its node id
+ * but not its clock, and must not issue a counter it issued before — its
+ * next write would look older than versions the cluster holds (the
+ * simulator lost acknowledged writes that way).  Counters issued before the
+ * wipe were at most the time they were issued (plus one per write issued
+ * faster than a microsecond); what it issues after is the time then.  Only
+ * a wall clock set back by more than the restart took defeats this.
+ * Caller holds db_mu inside a transaction.
  */
 static int clock_load(store *st, uint64_t node)
 {
@@ -753,6 +761,9 @@ static int vv_bump(store *st, vvec *v, uint64_t node, const char *path)
 	if (!have && v->n == VV_MAX)
 		return ss_fail(SS_ETOOBIG, "version vector of %s is full (%d nodes)", path, VV_MAX);
 	uint64_t c = MAX(st->vv_clock, have ? v->e[i].counter : 0) + 1;
+	int64_t wall_us = now_wall_ns() / 1000;
+	if (wall_us > 0 && (uint64_t)wall_us > c)
+		c = (uint64_t)wall_us;
 	/* Ahead of the stored value if the transaction rolls back: a gap in
 	 * the counters, which is harmless. */
 	st->vv_clock = c;
