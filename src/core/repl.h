@@ -26,9 +26,8 @@ typedef struct repl_counts {
  * the delete counts toward its write quorum, so it must hold it, or the
  * deleted version would come back here from any server that still has it
  * once the tombstone's own servers are lost.  (A tombstone expired here and
- * received again — a peer's log re-sent after an index-id change — is held
- * again until it expires again: a bounded echo, not a loop.)  Otherwise by
- * resolve():
+ * received again is held again until it expires again: an echo that dies
+ * out; docs/REPLICATION.md.)  Otherwise by resolve():
  *   KEEP      nothing
  *   TAKE      the remote record as it is
  *   MERGE     our record with the merged vector

@@ -368,18 +368,28 @@ static int resolve_pending(link *l)
 	int rc = 0;
 	pthread_mutex_lock(&ps->apply_mu);
 	uint64_t lease = store_lease_begin(l->st);
-	/* At most 16 batches a try, going round the table from where the last
+	/* At most 16 batches a try, once round the table from where the last
 	 * try stopped, so rows no server can supply at the front do not starve
-	 * the rest (rows still incomplete go back in at the end, new ids). */
+	 * the rest.  Rows still incomplete go back in at the end with new ids:
+	 * the try stops at the highest id there was when it began, so it never
+	 * meets them again. */
+	uint64_t top = 0;
+	rc = store_pending_max(l->st, &top);
+	uint64_t start = l->pending_after < top ? l->pending_after : 0, end = top;
+	bool wrapped = false;
+	l->pending_after = start;
 	for (int round = 0; round < 16 && !rc && !server_stopping(l->p->srv); round++) {
 		if ((rc = store_pending_list(l->st, l->pending_after, p, PEER_PULL_BATCH, &n)))
 			break;
+		while (n && p[n - 1].rec.seq > end)
+			n--;
 		if (!n) {
-			bool wrapped = l->pending_after != 0;
+			if (wrapped || !start)
+				break;
+			wrapped = true; /* the rows before where this try began */
 			l->pending_after = 0;
-			if (wrapped)
-				continue;
-			break;
+			end = start;
+			continue;
 		}
 		l->pending_after = p[n - 1].rec.seq;
 		for (unsigned i = 0; i < n; i++)

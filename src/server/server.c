@@ -327,6 +327,14 @@ void server_hold(server *srv, quorum_hold *h, uint64_t seq)
 	pthread_mutex_unlock(&srv->chg_mu);
 }
 
+void server_hold_from(server *srv, quorum_hold *h, uint64_t seq)
+{
+	pthread_mutex_lock(&srv->chg_mu);
+	if (h->held)
+		h->seq = MAX(h->seq, seq);
+	pthread_mutex_unlock(&srv->chg_mu);
+}
+
 void server_release(server *srv, quorum_hold *h)
 {
 	pthread_mutex_lock(&srv->chg_mu);

@@ -122,6 +122,8 @@ typedef struct quorum_hold {
 	struct quorum_hold *next;
 } quorum_hold;
 void server_hold(server *srv, quorum_hold *h, uint64_t seq);
+/* A held h covers from seq on now (a wait covered what was below). */
+void server_hold_from(server *srv, quorum_hold *h, uint64_t seq);
 void server_release(server *srv, quorum_hold *h);
 uint64_t server_quorum_floor(server *srv);
 /* Peer node's cursor over our log as its last PULL said (0: unknown). */

@@ -241,6 +241,8 @@ static int session_quorum_wait(session *s, uint64_t seq, unsigned *copies)
 	int rc = server_quorum_wait(s->srv, seq, copies);
 	if (seq >= s->last_write)
 		server_release(s->srv, &s->unacked);
+	else
+		server_hold_from(s->srv, &s->unacked, seq + 1); /* what is left waiting */
 	return rc;
 }
 
@@ -712,7 +714,7 @@ static int do_rm(session *s)
 		rc = store_list(s->srv->st, prefix, rm_one, &w);
 		removed += w.removed;
 		if (rc)
-			return rc;
+			return rc; /* the session's hold stays until its next wait or its end */
 	}
 	if (!removed)
 		return ss_fail(SS_ENOENT, "no such file: %s", path);

@@ -273,11 +273,13 @@ enum {
 	Q_PEND_DEL,
 	Q_PEND_MIN,
 	Q_PEND_COUNT,
+	Q_PEND_MAX,
 	Q_PEND_PATH,
 	Q_PEND_OLD_LOG,
 	Q_VER_AT,
 	Q_PEND_NEWEST,
 	Q_PEND_MOVE_ACK,
+	Q_PEND_CONTENT_ELSEWHERE,
 	Q_PEND_DROP_PEER,
 	Q_PEND_ROOTS,
 	Q_CURSOR_FP_GET,
@@ -352,16 +354,22 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_PEND_DEL] = "DELETE FROM pending WHERE id = ?1",
 	[Q_PEND_MIN] = "SELECT min(peer_seq) FROM pending WHERE peer = ?1 AND index_id = ?2",
 	[Q_PEND_COUNT] = "SELECT count(*) FROM pending",
+	[Q_PEND_MAX] = "SELECT max(id) FROM pending",
 	[Q_PEND_PATH] = "SELECT id, vv, root, deleted FROM pending WHERE path = ?1",
 	[Q_PEND_OLD_LOG] = "DELETE FROM pending WHERE peer = ?1 AND index_id <> ?2",
 	[Q_VER_AT] = "SELECT " REC_COLS " FROM versions v WHERE v.seq = ?1",
 	[Q_PEND_NEWEST] = "SELECT id, path, size, mode, mtime_ns, root, deleted, vv, origin, otime_ns FROM pending "
 			  "WHERE path = ?1 ORDER BY id DESC LIMIT 1",
-	/* A dropped row's place in its log goes to a row with its content. */
+	/* A dropped live row's place in its log goes to a live row with its
+	 * content from the same log. */
 	[Q_PEND_MOVE_ACK] = "UPDATE pending SET peer_seq = min(peer_seq, (SELECT d.peer_seq FROM pending d WHERE "
-			    "d.id = ?1)) WHERE id <> ?1 AND root = (SELECT d.root FROM pending d WHERE d.id = ?1) AND "
-			    "peer = (SELECT d.peer FROM pending d WHERE d.id = ?1) AND index_id = (SELECT d.index_id "
-			    "FROM pending d WHERE d.id = ?1)",
+			    "d.id = ?1)) WHERE id <> ?1 AND deleted = 0 AND root = (SELECT d.root FROM pending d WHERE "
+			    "d.id = ?1 AND d.deleted = 0) AND peer = (SELECT d.peer FROM pending d WHERE d.id = ?1) AND "
+			    "index_id = (SELECT d.index_id FROM pending d WHERE d.id = ?1)",
+	/* Is a dropped live row's content parked under another log? */
+	[Q_PEND_CONTENT_ELSEWHERE] = "SELECT 1 FROM pending p, pending d WHERE d.id = ?1 AND d.deleted = 0 AND "
+				     "p.id <> d.id AND p.deleted = 0 AND p.root = d.root AND (p.peer <> d.peer OR "
+				     "p.index_id <> d.index_id) LIMIT 1",
 	[Q_PEND_DROP_PEER] = "DELETE FROM pending WHERE peer = ?1",
 	[Q_PEND_ROOTS] = "SELECT id, path, root FROM pending WHERE id > ?1 AND deleted = 0 ORDER BY id LIMIT ?2",
 	[Q_CURSOR_FP_GET] = "SELECT fp FROM cursors WHERE peer = ?1",
@@ -2546,6 +2554,20 @@ static bool rec_same(const record *a, const record *b)
 	return a->deleted == b->deleted && !memcmp(a->root, b->root, HASH_LEN) && vv_equal(&a->vv, &b->vv);
 }
 
+/* Caller holds db_mu.  The first column of s's row as an integer (0 for NULL). */
+static int db_scalar(store *st, sqlite3_stmt *s, uint64_t *out, const char *what)
+{
+	int src = sqlite3_step(s), rc = 0;
+	*out = 0;
+	if (src == SQLITE_ROW)
+		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	else if (src != SQLITE_DONE)
+		rc = db_fail(st, src, what);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
 /* a ≤ b pointwise (every counter of a at most b's for the same node). */
 static bool vv_le(const vvec *a, const vvec *b)
 {
@@ -2591,8 +2613,17 @@ static int db_pending_drop_superseded(store *st, const record *r)
 	sqlite3_clear_bindings(s);
 	for (unsigned i = 0; i < n && !rc; i++) {
 		/* Its content may still be parked under another path (the
-		 * conflict copy that preserves it, later in the same log): that
-		 * row takes over holding the acknowledgement back. */
+		 * conflict copy that preserves it, later in a log).  In the same
+		 * log, that row takes over holding the acknowledgement back; in
+		 * another log's, this row stays (it goes as KEEP once the content
+		 * is here, or with its own log). */
+		uint64_t elsewhere = 0;
+		sqlite3_stmt *e = st->q[Q_PEND_CONTENT_ELSEWHERE];
+		sqlite3_bind_int64(e, 1, (int64_t)drop[i]);
+		if ((rc = db_scalar(st, e, &elsewhere, "cannot read the pending records")))
+			break;
+		if (elsewhere)
+			continue;
 		sqlite3_stmt *m = st->q[Q_PEND_MOVE_ACK];
 		sqlite3_bind_int64(m, 1, (int64_t)drop[i]);
 		if ((rc = db_step_done(st, m, "cannot drop a pending record")))
@@ -2666,8 +2697,9 @@ static int db_apply_received(store *st, const record *rr, uint64_t peer, store_d
 	 * tombstone for it must be decided against that record (and written,
 	 * or parked with it), not skipped as one for a path never held — the
 	 * parked record would come back to life once its tree arrived. */
+	bool over_parked = false;
 	if (!found && rr->deleted)
-		found = db_pending_newest(st, rr->path, &a->local);
+		over_parked = (found = db_pending_newest(st, rr->path, &a->local)) == 1;
 	if (found < 0)
 		return found;
 	/* A counter of ours that any received record names is never issued
@@ -2689,6 +2721,11 @@ static int db_apply_received(store *st, const record *rr, uint64_t peer, store_d
 	if (nout > 2)
 		return ss_fail(SS_EINVAL, "apply of %.200s from peer %016llx aborted: decided %u records, at most 2",
 			       rr->path, (unsigned long long)peer, nout);
+	/* The parked record beats the tombstone, but may yet go (its log
+	 * gone): the tombstone is held all the same, as the path's current
+	 * record, and the parked one takes over from it when it applies. */
+	if (over_parked && !nout)
+		a->out[nout++] = *rr;
 	bool live = false;
 	for (unsigned j = 0; j < nout; j++)
 		live |= !a->out[j].deleted;
@@ -2849,17 +2886,11 @@ int store_pending_list(store *st, uint64_t after, store_pending *out, unsigned m
 	return rc;
 }
 
-/* Caller holds db_mu.  The first column of s's row as an integer (0 for NULL). */
-static int db_scalar(store *st, sqlite3_stmt *s, uint64_t *out, const char *what)
+int store_pending_max(store *st, uint64_t *id)
 {
-	int src = sqlite3_step(s), rc = 0;
-	*out = 0;
-	if (src == SQLITE_ROW)
-		*out = (uint64_t)sqlite3_column_int64(s, 0);
-	else if (src != SQLITE_DONE)
-		rc = db_fail(st, src, what);
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_scalar(st, st->q[Q_PEND_MAX], id, "cannot read the pending records");
+	pthread_mutex_unlock(&st->db_mu);
 	return rc;
 }
 
@@ -2893,14 +2924,19 @@ int store_apply_pending(store *st, const store_pending *p, unsigned n, store_dec
 		if (!sqlite3_changes(st->db))
 			continue;
 		rc = db_apply_received(st, &p[i].rec, p[i].peer, decide, ctx, a);
-		if (rc == APPLY_PARKED) {
-			/* Still incomplete: back in, with a new row id (after
-			 * the ones still waiting, so a batch moves on). */
+		if (rc == APPLY_PARKED || rc == SS_ECORRUPT) {
+			/* Still incomplete — or a copy here failed its hash (our
+			 * disk's fault, not the record's: scrub repairs it) —
+			 * back in, with a new row id (after the ones still
+			 * waiting, so a batch moves on). */
+			if (rc == SS_ECORRUPT)
+				log_warn("parked record kept: %s", ss_errmsg(rc));
 			rc = db_pending_add(st, &p[i].rec, p[i].peer, p[i].index_id, p[i].peer_seq);
 			a->n.parked++;
-		} else if (rc == SS_EINVAL || rc == SS_ECORRUPT || rc == SS_EPROTO) {
-			/* It can never be applied (its tree does not hold its
-			 * size, say): dropped, not kept to stall every try. */
+		} else if (rc == SS_EINVAL || rc == SS_EPROTO) {
+			/* The record itself can never be applied (a size its
+			 * verified tree does not hold, say): dropped, not kept
+			 * to stall every try. */
 			log_err("parked record dropped: %s", ss_errmsg(rc));
 			rc = 0;
 		}

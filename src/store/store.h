@@ -261,8 +261,9 @@ typedef struct store_pending {
 /* Up to max parked records with row id > after, oldest first; *n gets the
  * count. */
 int store_pending_list(store *st, uint64_t after, store_pending *out, unsigned max, unsigned *n);
-/* Parked records in all. */
+/* Parked records in all; the highest row id (0: none). */
 int store_pending_count(store *st, uint64_t *n);
+int store_pending_max(store *st, uint64_t *id);
 /* Drop every record parked from peer's log (the member was forgotten: its
  * log will never be pulled again). */
 int store_pending_drop_peer(store *st, uint64_t peer);

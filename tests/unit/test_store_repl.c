@@ -773,6 +773,103 @@ static void test_wiped_store_counters_stay_ahead(void **state)
 	store_close(st);
 }
 
+/* A parked record whose tree is here but reads back corrupt (our disk's
+ * fault, not the record's) stays parked, and keeps holding the
+ * acknowledgement back. */
+static void test_parked_record_kept_when_local_copy_corrupt(void **state)
+{
+	(void)state;
+	store *st = open_store("park_rot");
+	record r = mkrec("p", 0x2222, 1);
+	const char *content = "content of p";
+	tree_entry e;
+	e.size = strlen(content);
+	sha256(content, e.size, e.id);
+	uint8_t node[TREE_NODE_MAX];
+	size_t len = tree_node_encode(1, &e, 1, node);
+	sha256(node, len, r.root);
+	r.size = e.size;
+	r.seq = 5;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &r, 1, 0x2222, 70, 5, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.parked, 1);
+	assert_int_equal(store_put_chunk(st, e.id, content, e.size), 0);
+	node[len - 1] ^= 1; /* the node's copy here is rotten */
+	assert_int_equal(store_put_node(st, r.root, node, len), 0);
+	store_pending p[2];
+	unsigned n = 0;
+	assert_int_equal(store_pending_list(st, 0, p, 2, &n), 0);
+	assert_int_equal(store_apply_pending(st, p, n, repl_decide, NULL, &ap), 0);
+	assert_int_equal(pending_count(st), 1);
+	uint64_t a = 99;
+	assert_int_equal(store_cursor_acked(st, 0x2222, 70, &a), 0);
+	assert_int_equal(a, 4);
+	store_close(st);
+}
+
+/* A tombstone that a parked record beats is held all the same: if the
+ * parked record then goes with its log, the delete is still here. */
+static void test_tombstone_beaten_by_parked_record_is_held(void **state)
+{
+	(void)state;
+	store *st = open_store("park_tomb_keep");
+	const uint64_t S = 0x2222, Q = 0x3333;
+	record l = mkrec("x", S, 2);
+	l.vv.n = 2;
+	l.vv.e[1] = (vv_entry){Q, 1};
+	tree_of("L content", l.root, &l.size);
+	l.seq = 3;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &l, 1, S, 70, 3, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.parked, 1);
+	record t = mkrec("x", Q, 1);
+	t.deleted = true;
+	t.size = 0;
+	t.vv.n = 2;
+	t.vv.e[0] = (vv_entry){S, 1};
+	t.vv.e[1] = (vv_entry){Q, 1};
+	t.seq = 9;
+	assert_int_equal(store_apply_remote(st, &t, 1, Q, 80, 9, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	assert_int_equal(store_cursor_set(st, S, 71, 0), 0); /* S's log is gone, and L with it */
+	assert_int_equal(pending_count(st), 0);
+	record got;
+	assert_int_equal(store_lookup(st, "x", &got), 0);
+	assert_true(got.deleted);
+	store_close(st);
+}
+
+/* A superseded parked record whose content is parked under ANOTHER log (its
+ * conflict copy came through another server) stays, holding its own log's
+ * acknowledgement back. */
+static void test_superseded_parked_record_stays_while_copy_parked_elsewhere(void **state)
+{
+	(void)state;
+	store *st = open_store("park_copy_other_log");
+	const uint64_t X = 0x2222, Y = 0x3333;
+	record v = mkrec("p", X, 1);
+	tree_of("v content", v.root, &v.size);
+	v.seq = 1;
+	store_applied ap;
+	assert_int_equal(store_apply_remote(st, &v, 1, X, 70, 1, repl_decide, NULL, &ap), 0);
+	record b[2];
+	b[0] = v;
+	snprintf(b[0].path, sizeof b[0].path, "p.sync-conflict-x");
+	b[1] = mkrec("p", Y, 1);
+	b[1].vv.n = 2;
+	b[1].vv.e[0] = (vv_entry){X, 1};
+	b[1].vv.e[1] = (vv_entry){Y, 1};
+	put_tree(st, "winner", b[1].root, &b[1].size);
+	b[0].seq = b[1].seq = 4;
+	assert_int_equal(store_apply_remote(st, b, 2, Y, 80, 5, repl_decide, NULL, &ap), 0);
+	assert_int_equal(ap.written, 1);
+	uint64_t a = 99;
+	assert_int_equal(store_cursor_acked(st, X, 70, &a), 0);
+	assert_int_equal(a, 0); /* v is not held here */
+	assert_int_equal(pending_count(st), 2);
+	store_close(st);
+}
+
 /* Conflict: the loser's copy first, then the winner (repl_decide's order). */
 static int decide_copy_first(void *ctx, const record *local, const record *remote, record out[2], unsigned *n)
 {
@@ -1113,6 +1210,9 @@ int main(void)
 		cmocka_unit_test(test_clock_sees_records_not_written),
 		cmocka_unit_test(test_late_conflict_copy_does_not_overwrite_newer_copy),
 		cmocka_unit_test(test_wiped_store_counters_stay_ahead),
+		cmocka_unit_test(test_parked_record_kept_when_local_copy_corrupt),
+		cmocka_unit_test(test_tombstone_beaten_by_parked_record_is_held),
+		cmocka_unit_test(test_superseded_parked_record_stays_while_copy_parked_elsewhere),
 		cmocka_unit_test(test_apply_remote_sees_earlier_in_batch),
 		cmocka_unit_test(test_apply_remote_identical_writes_nothing),
 		cmocka_unit_test(test_apply_remote_conflict_writes_both),
