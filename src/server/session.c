@@ -701,6 +701,10 @@ static int do_rm(session *s)
 	if (rc && rc != SS_ENOENT)
 		return rc;
 	uint64_t removed = 0;
+	/* Held for nothing else before this rm: if it fails part-way, no wait
+	 * will cover what it removed (the client is told it failed), so the
+	 * hold it took ends with it. */
+	bool held_before = s->unacked.held;
 	if (live) {
 		if ((rc = tombstone(s, path)))
 			return rc;
@@ -713,8 +717,11 @@ static int do_rm(session *s)
 		rm_walk w = {.s = s, .prefix = prefix};
 		rc = store_list(s->srv->st, prefix, rm_one, &w);
 		removed += w.removed;
-		if (rc)
-			return rc; /* the session's hold stays until its next wait or its end */
+		if (rc) {
+			if (!held_before)
+				server_release(s->srv, &s->unacked);
+			return rc;
+		}
 	}
 	if (!removed)
 		return ss_fail(SS_ENOENT, "no such file: %s", path);
