@@ -814,19 +814,26 @@ static int rec_from_row(store *st, sqlite3_stmt *s, record *r)
 	return 0;
 }
 
+/* Step a bound query of (at most) one REC_COLS row into out, then reset
+ * it: 1 found, 0 none, <0 error. */
+static int db_one_record(store *st, sqlite3_stmt *s, record *out, const char *what)
+{
+	int src = sqlite3_step(s), rc = 0;
+	if (src == SQLITE_ROW)
+		rc = rec_from_row(st, s, out) ? SS_ECORRUPT : 1;
+	else if (src != SQLITE_DONE)
+		rc = db_fail(st, src, what);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return rc;
+}
+
 /* Current record of path: 1 found, 0 none, <0 error. */
 static int db_current(store *st, const char *path, record *out)
 {
 	sqlite3_stmt *s = st->q[Q_CUR_GET];
 	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-	int src = sqlite3_step(s), rc = 0;
-	if (src == SQLITE_ROW)
-		rc = rec_from_row(st, s, out) ? SS_ECORRUPT : 1;
-	else if (src != SQLITE_DONE)
-		rc = db_fail(st, src, "cannot read the namespace");
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	return rc;
+	return db_one_record(st, s, out, "cannot read the namespace");
 }
 
 static int db_current(store *st, const char *path, record *out);
@@ -851,20 +858,29 @@ static int db_put_version(store *st, const record *rec, uint64_t *seq)
 	return rc;
 }
 
+/* Bind a record's columns (path, size, mode, mtime_ns, root, deleted, vv,
+ * origin, otime_ns: the versions table's, and the pending table's after its
+ * three) to parameters first.. of s; vv holds the encoded vector until the
+ * statement has run. */
+static void bind_record(sqlite3_stmt *s, int first, const record *r, uint8_t vv[VV_MAX * 16])
+{
+	size_t vlen = vv_encode(&r->vv, vv);
+	sqlite3_bind_text(s, first, r->path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, first + 1, (int64_t)r->size);
+	sqlite3_bind_int64(s, first + 2, r->mode);
+	sqlite3_bind_int64(s, first + 3, r->mtime_ns);
+	sqlite3_bind_blob(s, first + 4, r->root, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s, first + 5, r->deleted);
+	sqlite3_bind_blob(s, first + 6, vv, (int)vlen, SQLITE_STATIC);
+	sqlite3_bind_int64(s, first + 7, (int64_t)r->origin);
+	sqlite3_bind_int64(s, first + 8, r->otime_ns);
+}
+
 static int put_version_row(store *st, const record *rec, uint64_t *seq)
 {
 	uint8_t vv[VV_MAX * 16];
-	size_t vlen = vv_encode(&rec->vv, vv);
 	sqlite3_stmt *s = st->q[Q_VER_ADD];
-	sqlite3_bind_text(s, 1, rec->path, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (int64_t)rec->size);
-	sqlite3_bind_int64(s, 3, rec->mode);
-	sqlite3_bind_int64(s, 4, rec->mtime_ns);
-	sqlite3_bind_blob(s, 5, rec->root, HASH_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, rec->deleted);
-	sqlite3_bind_blob(s, 7, vv, (int)vlen, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 8, (int64_t)rec->origin);
-	sqlite3_bind_int64(s, 9, rec->otime_ns);
+	bind_record(s, 1, rec, vv);
 	int rc = db_step_done(st, s, "cannot write a version");
 	if (rc)
 		return rc;
@@ -2476,10 +2492,10 @@ out:
 	return rc;
 }
 
-int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq)
+/* Caller holds db_mu.  (0, 0) if never pulled. */
+static int db_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq)
 {
 	*index_id = *seq = 0;
-	pthread_mutex_lock(&st->db_mu);
 	sqlite3_stmt *s = st->q[Q_CURSOR_GET];
 	sqlite3_bind_int64(s, 1, (int64_t)peer);
 	int src = sqlite3_step(s), rc = 0;
@@ -2491,6 +2507,13 @@ int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq
 	}
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
+	return rc;
+}
+
+int store_cursor_get(store *st, uint64_t peer, uint64_t *index_id, uint64_t *seq)
+{
+	pthread_mutex_lock(&st->db_mu);
+	int rc = db_cursor_get(st, peer, index_id, seq);
 	pthread_mutex_unlock(&st->db_mu);
 	return rc;
 }
@@ -2640,14 +2663,7 @@ static int db_pending_newest(store *st, const char *path, record *out)
 {
 	sqlite3_stmt *s = st->q[Q_PEND_NEWEST];
 	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-	int src = sqlite3_step(s), rc = 0;
-	if (src == SQLITE_ROW)
-		rc = rec_from_row(st, s, out) ? SS_ECORRUPT : 1;
-	else if (src != SQLITE_DONE)
-		rc = db_fail(st, src, "cannot read the pending records");
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	return rc;
+	return db_one_record(st, s, out, "cannot read the pending records");
 }
 
 /* Scratch records of one received record's apply. */
@@ -2803,20 +2819,11 @@ static void apply_unmark(store *st, apply_scratch *a)
 static int db_pending_add(store *st, const record *r, uint64_t peer, uint64_t index_id, uint64_t peer_seq)
 {
 	uint8_t vv[VV_MAX * 16];
-	size_t vlen = vv_encode(&r->vv, vv);
 	sqlite3_stmt *s = st->q[Q_PEND_ADD];
 	sqlite3_bind_int64(s, 1, (int64_t)peer);
 	sqlite3_bind_int64(s, 2, (int64_t)index_id);
 	sqlite3_bind_int64(s, 3, (int64_t)peer_seq);
-	sqlite3_bind_text(s, 4, r->path, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, (int64_t)r->size);
-	sqlite3_bind_int64(s, 6, r->mode);
-	sqlite3_bind_int64(s, 7, r->mtime_ns);
-	sqlite3_bind_blob(s, 8, r->root, HASH_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 9, r->deleted);
-	sqlite3_bind_blob(s, 10, vv, (int)vlen, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 11, (int64_t)r->origin);
-	sqlite3_bind_int64(s, 12, r->otime_ns);
+	bind_record(s, 4, r, vv);
 	return db_step_done(st, s, "cannot park a record");
 }
 
@@ -2992,37 +2999,19 @@ int store_version_at(store *st, uint64_t seq, record *out)
 	pthread_mutex_lock(&st->db_mu);
 	sqlite3_stmt *s = st->q[Q_VER_AT];
 	sqlite3_bind_int64(s, 1, (int64_t)seq);
-	int src = sqlite3_step(s), rc;
-	if (src == SQLITE_ROW)
-		rc = rec_from_row(st, s, out);
-	else if (src == SQLITE_DONE)
-		rc = SS_ENOENT;
-	else
-		rc = db_fail(st, src, "cannot read the change log");
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	int rc = db_one_record(st, s, out, "cannot read the change log");
 	pthread_mutex_unlock(&st->db_mu);
-	return rc;
+	return rc == 1 ? 0 : rc == 0 ? SS_ENOENT : rc;
 }
 
 int store_cursor_acked(store *st, uint64_t peer, uint64_t index_id, uint64_t *acked)
 {
-	uint64_t cur_index = 0, cur = 0, oldest = 0;
+	uint64_t cur_index, cur, oldest = 0;
 	*acked = 0;
 	pthread_mutex_lock(&st->db_mu);
-	sqlite3_stmt *s = st->q[Q_CURSOR_GET];
-	sqlite3_bind_int64(s, 1, (int64_t)peer);
-	int src = sqlite3_step(s), rc = 0;
-	if (src == SQLITE_ROW) {
-		cur_index = (uint64_t)sqlite3_column_int64(s, 0);
-		cur = (uint64_t)sqlite3_column_int64(s, 1);
-	} else if (src != SQLITE_DONE) {
-		rc = db_fail(st, src, "cannot read a peer's cursor");
-	}
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
+	int rc = db_cursor_get(st, peer, &cur_index, &cur);
 	if (!rc) {
-		s = st->q[Q_PEND_MIN];
+		sqlite3_stmt *s = st->q[Q_PEND_MIN];
 		sqlite3_bind_int64(s, 1, (int64_t)peer);
 		sqlite3_bind_int64(s, 2, (int64_t)index_id);
 		rc = db_scalar(st, s, &oldest, "cannot read the pending records");
