@@ -1,6 +1,8 @@
 /* peer.c — links to the other servers: pull their change logs (see peer.h). */
 #include "peer.h"
-#include "apply.h"
+#include "../core/apply.h"
+#include "../core/link.h"
+#include "../core/node.h"
 #include "../core/repl.h"
 
 #include <errno.h>
@@ -14,31 +16,58 @@
 typedef struct peer {
 	server *srv;
 	struct peers *all;
+	unsigned idx;
 	pthread_t thread;
 	bool started;
 	char addr[128];
 	char pin[HASH_HEX_LEN + 1]; /* hex node id (or a prefix of it); "" = any */
 	int fd;                     /* the live link's socket, -1: none (under all->mu) */
 	peer_info info;             /* under all->mu */
+	/* The link's next action from the core, under all->mu. */
+	repl_act act;
+	bool has_act;
+	pthread_cond_t act_cv;
+	/* Fetched by the link for the batch in hand: the core logs and resets
+	 * them while the link waits for its next action. */
+	uint64_t fetched_chunks, fetched_bytes;
 } peer;
+
+/* An event for the core thread (core/node.h says what each means). */
+typedef enum { EV_START, EV_WOKE, EV_CONNECTED, EV_FAILED, EV_PULLED, EV_FETCHED, EV_FORGET } core_ev_kind;
+
+typedef struct core_ev {
+	core_ev_kind kind;
+	unsigned link;
+	uint64_t peer;       /* CONNECTED: its short id; FORGET: the member's */
+	record *recs;        /* PULLED: lent until the link's next action */
+	unsigned n;
+	repl_pulled pulled;
+	bool *done;          /* FORGET: set once handled (under mu) */
+	int *rc;             /* FORGET: its result */
+} core_ev;
 
 struct peers {
 	pthread_mutex_t mu;
-	pthread_cond_t cv; /* a peer's info changed */
-	/* One link fetches and applies at a time: the peers mostly send the
-	 * same records, and two links fetching the same trees at once would
-	 * download them twice (the second finds them present instead). */
-	pthread_mutex_t apply_mu;
-	SSL_CTX *ctx; /* client side of the links, this node's identity */
+	pthread_cond_t cv; /* a peer's info changed, or a forget was handled */
+	SSL_CTX *ctx;      /* client side of the links, this node's identity */
 	unsigned n;
 	peer *v;
 	uint8_t forgotten[SERVER_MAX_PEERS][HASH_LEN]; /* members removed for good */
 	unsigned nforgotten;
-	/* Records parked here (received, tree not complete yet), and how
-	 * often a batch parked new ones: a link whose last try found nothing
-	 * tries again at once when this moves, else after its backoff. */
+	/* Published by the core: the records parked here, how often a batch
+	 * parked new ones, and when one last did. */
 	uint64_t pending, pending_gen; /* under mu */
-	double parked_at;              /* now_mono() when a batch last parked some */
+	double parked_at;
+	/* The core thread and its bounded queue (under mu): every link has at
+	 * most one event in it (it waits for its action after each), plus a
+	 * forget or two — a full queue makes the poster wait. */
+	repl_node *node; /* the core thread's alone */
+	pthread_t core;
+	bool core_started, stopping;
+	core_ev *q;
+	unsigned qcap, qhead, qlen;
+	pthread_cond_t q_cv; /* an event came, or room */
+	uint64_t conflicts;  /* logged so far */
 };
 
 static bool forgotten_locked(struct peers *ps, const uint8_t id[HASH_LEN])
@@ -60,7 +89,9 @@ bool peers_is_forgotten(server *srv, const uint8_t id[HASH_LEN])
 	return f;
 }
 
-/* One connection to a peer. */
+/* One connection to a peer.  A link thread's buffers (recs, cache) are
+ * its own and outlive its connections; a short connection (peers_dial,
+ * repair, forget) has none. */
 typedef struct link {
 	peer *p;
 	store *st;
@@ -69,19 +100,11 @@ typedef struct link {
 	msg *m;
 	ZSTD_DCtx *dctx;
 	uint8_t *scratch; /* CDC_MAX: decompressed chunks */
-	record *recs;     /* PEER_PULL_BATCH */
+	record *recs;     /* PEER_PULL_BATCH: what a PULL brought */
 	uint64_t peer_short;
-	repl_counts counts;
-	uint64_t fetched_chunks, fetched_bytes; /* since the last applied batch */
 	struct cached_node *cache; /* PEER_PULL_BATCH: nodes prefetch() read */
 	unsigned ncache;
 	buf local; /* a node read from our own store */
-	/* Pending records this link tried (resolve_pending): when it may try
-	 * again, unless pending_gen moved. */
-	double pending_retry_at;
-	int pending_backoff_ms;
-	uint64_t pending_gen;
-	uint64_t pending_after; /* where its next try starts in the table (it goes round) */
 } link;
 
 typedef struct cached_node {
@@ -157,8 +180,8 @@ static int fetch_chunks(link *l, const tree_node *nd)
 			continue;
 		}
 		if (!rc && !(rc = store_put_chunk(l->st, ids + i * HASH_LEN, p, len))) {
-			l->fetched_chunks++;
-			l->fetched_bytes += len;
+			l->p->fetched_chunks++;
+			l->p->fetched_bytes += len;
 		}
 	}
 	return rc ? rc : missing;
@@ -220,41 +243,38 @@ static int read_chunks(link *l, const uint8_t *ids, unsigned n)
 			continue;
 		}
 		if (!rc && !(rc = store_put_chunk(l->st, ids + (size_t)i * HASH_LEN, p, len))) {
-			l->fetched_chunks++;
-			l->fetched_bytes += len;
+			l->p->fetched_chunks++;
+			l->p->fetched_bytes += len;
 		}
 	}
 	return rc;
 }
 
 /*
- * Before the walks of a batch: the root nodes of all its records in one
+ * Before the walks of a batch: the root nodes of all its trees in one
  * READ, then every data chunk missing under the roots of level 1 in as few
  * READs as fit — two round trips for a batch of small files instead of two
  * per file.  The walks (fetch_tree) then find the roots in l->cache and
  * the chunks in the store, and do the checking and marking as before.
+ * roots: n distinct ids (the core's list).
  */
-static int prefetch(link *l, const record *recs, unsigned n)
+static int prefetch(link *l, const uint8_t *roots, unsigned n)
 {
 	uint8_t *ids = xmalloc((size_t)WIRE_MAX_OFFER * HASH_LEN);
 	unsigned k = 0;
 	int rc = 0;
 	l->ncache = 0;
 	for (unsigned i = 0; i < n && !rc && k < PEER_PULL_BATCH; i++) {
-		if (recs[i].deleted)
-			continue;
-		int have = store_has_node(l->st, recs[i].root);
+		const uint8_t *root = roots + (size_t)i * HASH_LEN;
+		int have = store_has_node(l->st, root);
 		/* A root pushed during the put is here as a chunk: fetch_tree
 		 * reads it locally. */
 		if (!have)
-			have = store_has(l->st, recs[i].root);
-		bool dup = false;
-		for (unsigned j = 0; j < k && !dup; j++)
-			dup = !memcmp(ids + (size_t)j * HASH_LEN, recs[i].root, HASH_LEN);
+			have = store_has(l->st, root);
 		if (have < 0)
 			rc = have;
-		else if (!have && !dup)
-			memcpy(ids + (size_t)k++ * HASH_LEN, recs[i].root, HASH_LEN);
+		else if (!have)
+			memcpy(ids + (size_t)k++ * HASH_LEN, root, HASH_LEN);
 	}
 	if (!rc && k)
 		rc = send_read(l, ids, k);
@@ -300,144 +320,26 @@ static int prefetch(link *l, const record *recs, unsigned n)
 	return rc;
 }
 
-/* repl_fetch_fn over the link: READ what the tree lacks. */
-static int link_fetch(void *ctx, const uint8_t root[HASH_LEN])
+/* ACT_FETCH: complete the trees of roots[0..n) as far as the peer has
+ * them.  A chunk it lacks is no error here (the core parks the record);
+ * anything else (a bad chunk, the link) is. */
+static int fetch_roots(link *l, const uint8_t *roots, unsigned n)
 {
-	return fetch_tree(ctx, root, -1, 0);
-}
-
-/* ---- pulling ---- */
-
-static void set_info(link *l, const msg *pulled, uint64_t cursor)
-{
-	peer *p = l->p;
-	pthread_mutex_lock(&p->all->mu);
-	p->info.head_known = true;
-	p->info.index_id = pulled->pulled.index_id;
-	p->info.head = pulled->pulled.head;
-	p->info.files = pulled->pulled.files;
-	p->info.bytes = pulled->pulled.bytes;
-	memcpy(p->info.digest, pulled->pulled.digest, HASH_LEN);
-	p->info.cursor = cursor;
-	pthread_cond_broadcast(&p->all->cv);
-	pthread_mutex_unlock(&p->all->mu);
-}
-
-/* Publish the store's count of parked records (status, peers_catch_up);
- * a batch that parked some moves pending_gen, so every link tries them.
- * Called holding apply_mu, under which every change to the parked records
- * happens, so no count read here can overwrite a newer one. */
-static void note_pending(link *l, unsigned parked)
-{
-	uint64_t n = 0;
-	int rc = store_pending_count(l->st, &n);
-	if (rc) {
-		log_warn("peer %s: %s", l->p->addr, ss_errmsg(rc));
-		return;
-	}
-	pthread_mutex_lock(&l->p->all->mu);
-	l->p->all->pending = n;
-	if (parked) {
-		l->p->all->pending_gen++;
-		l->p->all->parked_at = now_mono();
-	}
-	pthread_cond_broadcast(&l->p->all->cv);
-	pthread_mutex_unlock(&l->p->all->mu);
-}
-
-/*
- * Parked records (received, tree not complete: the server they came from
- * lacked a chunk): try to complete their trees from this link's peer and
- * apply them (repl_apply_pending), a batch at a time, several trees per
- * round trip (prefetch).  Every link does this, so a parked record is
- * fetched from whichever server has it.  A try that applied nothing backs
- * off (1 s doubling to PEER_PENDING_RETRY_MAX_MS) until new records park.
- */
-static int resolve_pending(link *l)
-{
-	struct peers *ps = l->p->all;
-	pthread_mutex_lock(&ps->mu);
-	uint64_t pending = ps->pending, gen = ps->pending_gen;
-	pthread_mutex_unlock(&ps->mu);
-	if (!pending || (gen == l->pending_gen && now_mono() < l->pending_retry_at))
-		return 0;
-	l->pending_gen = gen;
-	store_pending *p = xmalloc(PEER_PULL_BATCH * sizeof *p);
-	store_applied total = {0};
-	unsigned n = 0;
-	int rc = 0;
-	pthread_mutex_lock(&ps->apply_mu);
-	uint64_t lease = store_lease_begin(l->st);
-	/* At most 16 batches a try, once round the table from where the last
-	 * try stopped, so rows no server can supply at the front do not starve
-	 * the rest.  Rows still incomplete go back in at the end with new ids:
-	 * the try stops at the highest id there was when it began, so it never
-	 * meets them again. */
-	uint64_t top = 0;
-	rc = store_pending_max(l->st, &top);
-	uint64_t start = l->pending_after < top ? l->pending_after : 0, end = top;
-	bool wrapped = false;
-	l->pending_after = start;
-	for (int round = 0; round < 16 && !rc && !server_stopping(l->p->srv); round++) {
-		if ((rc = store_pending_list(l->st, l->pending_after, p, PEER_PULL_BATCH, &n)))
-			break;
-		while (n && p[n - 1].rec.seq > end)
-			n--;
-		if (!n) {
-			if (wrapped || !start)
-				break;
-			wrapped = true; /* the rows before where this try began */
-			l->pending_after = 0;
-			end = start;
-			continue;
-		}
-		l->pending_after = p[n - 1].rec.seq;
-		for (unsigned i = 0; i < n; i++)
-			l->recs[i] = p[i].rec;
-		store_applied ap;
-		if (!(rc = prefetch(l, l->recs, n)) &&
-		    !(rc = repl_apply_pending(l->st, p, n, link_fetch, l, &l->counts, &ap)))
-			total.written += ap.written;
-		l->ncache = 0;
-	}
-	store_lease_end(l->st, lease);
-	note_pending(l, 0);
-	pthread_mutex_unlock(&ps->apply_mu);
-	free(p);
-	if (total.written) {
-		server_changed(l->p->srv);
-		char sz[16];
-		fmt_size(l->fetched_bytes, sz);
-		log_info("peer %s: applied %u pending records (%llu chunks, %s fetched from it)", l->p->addr,
-			 total.written, (unsigned long long)l->fetched_chunks, sz);
-		l->pending_backoff_ms = 0;
-	} else {
-		l->pending_backoff_ms = l->pending_backoff_ms ? MIN(l->pending_backoff_ms * 2, PEER_PENDING_RETRY_MAX_MS)
-							      : 1000;
-	}
-	l->fetched_chunks = l->fetched_bytes = 0;
-	l->pending_retry_at = now_mono() + l->pending_backoff_ms / 1000.0;
+	int rc = prefetch(l, roots, n);
+	for (unsigned i = 0; i < n && !rc && !server_stopping(l->p->srv); i++)
+		if ((rc = fetch_tree(l, roots + (size_t)i * HASH_LEN, -1, 0)) == SS_ENOENT)
+			rc = 0;
+	l->ncache = 0;
 	return rc;
 }
 
-/* One PULL: receive what is new, complete the trees, apply in one go
- * (records whose trees this peer cannot complete are parked).  The first
- * PULL of a connection is not held, so status and the write catch-up learn
- * the peer's head at once; while records are parked it is held at most
- * PEER_PENDING_WAIT_MS, so the link comes back to try them. */
-static int pull_once(link *l, bool first)
+/* ACT_PULL: send the core's request, held by the peer at most wait_ms;
+ * receive its records into l->recs and its PULLED. */
+static int pull_once(link *l, const repl_act *act, core_ev *ev)
 {
-	uint64_t index_id, cursor, acked, fp;
-	int rc = store_cursor_get(l->st, l->peer_short, &index_id, &cursor);
-	if (!rc)
-		rc = store_cursor_acked(l->st, l->peer_short, index_id, &acked);
-	if (!rc)
-		rc = store_cursor_fp(l->st, l->peer_short, &fp);
-	pthread_mutex_lock(&l->p->all->mu);
-	uint32_t wait = first ? 0 : l->p->all->pending ? PEER_PENDING_WAIT_MS : PEER_WAIT_MS;
-	pthread_mutex_unlock(&l->p->all->mu);
-	if (rc || (rc = wire_pull(&l->io.out, index_id, cursor, acked, fp, PEER_PULL_BATCH, wait)) ||
-	    (rc = msgio_flush(&l->io)))
+	const repl_pull_req *rq = &act->req;
+	int rc = wire_pull(&l->io.out, rq->index_id, rq->after, rq->acked, rq->fp, PEER_PULL_BATCH, act->wait_ms);
+	if (rc || (rc = msgio_flush(&l->io)))
 		return rc;
 	unsigned n = 0;
 	for (;;) {
@@ -452,54 +354,14 @@ static int pull_once(link *l, bool first)
 				       l->m->type, n);
 		l->recs[n++] = l->m->rec;
 	}
-	msg pulled = *l->m;
-	/* A new index id means the peer's data directory is new: its records
-	 * come again from the start, and the cursor restarts with them. */
-	uint64_t peer_index = pulled.pulled.index_id;
-	uint64_t from = repl_pull_after(index_id, cursor, peer_index);
-	/* Its head, before the fetches: a write here meanwhile knows to wait. */
-	set_info(l, &pulled, from);
-	/* The batch itself (checks, superseded records, lease, trees, apply)
-	 * is server/apply.c, shared with the simulator.  One link fetches and
-	 * applies at a time; an empty batch takes no turn. */
-	store_applied ap = {0};
-	uint64_t last = n ? l->recs[n - 1].seq : from; /* before the batch is compacted */
-	/* An empty batch takes no turn, unless it starts a new index id (its
-	 * cursor reset drops the records parked from the old log). */
-	bool locked = n || peer_index != index_id;
-	if (locked)
-		pthread_mutex_lock(&l->p->all->apply_mu);
-	/* The lease keeps garbage collection off what prefetch stores. */
-	uint64_t lease = store_lease_begin(l->st);
-	rc = n ? prefetch(l, l->recs, n) : 0;
-	if (!rc)
-		rc = repl_apply_batch(l->st, l->recs, n, from, pulled.pulled.head, l->peer_short, peer_index, link_fetch,
-				      l, &l->counts, &ap);
-	l->ncache = 0;
-	store_lease_end(l->st, lease);
-	if (locked) {
-		/* Parked records may have come, or gone with an old log. */
-		if (!rc)
-			note_pending(l, ap.parked);
-		pthread_mutex_unlock(&l->p->all->apply_mu);
-	}
-	if (rc)
-		return rc;
-	if (ap.parked)
-		log_warn("peer %s lacks chunks of %u records: parked until another server sends them", l->p->addr,
-			 ap.parked);
-	if (n) {
-		if (ap.written) {
-			server_changed(l->p->srv);
-			char sz[16];
-			fmt_size(l->fetched_bytes, sz);
-			log_info("peer %s: applied %u of %u records (%llu chunks, %s fetched)", l->p->addr, ap.written,
-				 n, (unsigned long long)l->fetched_chunks, sz);
-		}
-		l->fetched_chunks = l->fetched_bytes = 0;
-		set_info(l, &pulled, last);
-	}
-	return resolve_pending(l);
+	ev->recs = l->recs;
+	ev->n = n;
+	ev->pulled = (repl_pulled){.index_id = l->m->pulled.index_id,
+				   .head = l->m->pulled.head,
+				   .files = l->m->pulled.files,
+				   .bytes = l->m->pulled.bytes};
+	memcpy(ev->pulled.digest, l->m->pulled.digest, HASH_LEN);
+	return 0;
 }
 
 /* ---- the link ---- */
@@ -548,8 +410,6 @@ static int link_open(peer *p, link *l)
 
 static void link_close(link *l)
 {
-	free(l->recs);
-	free(l->cache);
 	free(l->scratch);
 	buf_free(&l->local);
 	if (l->dctx)
@@ -579,47 +439,220 @@ int peers_dial(server *srv, unsigned i, conn *c, msgio *io)
 	return rc;
 }
 
-static int link_run(peer *p, bool *pulled)
+/* ACT_CONNECT: open the link (its thread's buffers with it) and remember
+ * whom it reached (status, forget, membership). */
+static int link_up(peer *p, link *l, record *recs, cached_node *cache)
 {
-	link l;
-	int rc = link_open(p, &l);
-	l.recs = xmalloc(PEER_PULL_BATCH * sizeof *l.recs);
-	l.cache = xmalloc(PEER_PULL_BATCH * sizeof *l.cache);
+	int rc = link_open(p, l);
+	l->recs = recs;
+	l->cache = cache;
 	pthread_mutex_lock(&p->all->mu);
-	p->fd = l.c.fd; /* from now on peers_stop can wake us */
+	p->fd = l->c.fd; /* from now on peers_stop can wake us */
 	pthread_mutex_unlock(&p->all->mu);
-	if (!rc && !server_stopping(p->srv)) {
-		l.peer_short = node_short_id(l.c.peer.id);
-		pthread_mutex_lock(&p->all->mu);
-		bool new_id = memcmp(p->info.id, l.c.peer.id, HASH_LEN) != 0;
-		p->info.connected = p->info.known = true;
-		p->info.head_known = false; /* until this connection's first PULLED */
-		memcpy(p->info.id, l.c.peer.id, HASH_LEN);
-		pthread_mutex_unlock(&p->all->mu);
-		char hex[HASH_HEX_LEN + 1], key[160];
-		hex_encode(l.c.peer.id, HASH_LEN, hex);
-		/* Remembered, so status names a member that is down after our
-		 * restart, and forget can find it. */
-		snprintf(key, sizeof key, "peer:%s", p->addr);
-		if (new_id && (rc = store_setting_set(l.st, key, hex)))
-			log_warn("cannot remember peer %s: %s", p->addr, ss_errmsg(rc));
-		rc = 0;
-		log_info("peer %s (node %.16s) connected", p->addr, hex);
-		pthread_mutex_lock(&p->all->apply_mu);
-		note_pending(&l, 0);
-		pthread_mutex_unlock(&p->all->apply_mu);
-		for (bool first = true; !server_stopping(p->srv) && !(rc = pull_once(&l, first)); first = false)
-			*pulled = true;
-		if (l.counts.conflicts)
-			log_info("peer %s: %llu conflicts resolved", p->addr, (unsigned long long)l.counts.conflicts);
-	}
+	if (rc || server_stopping(p->srv))
+		return rc ? rc : SS_EUNAVAIL;
+	pthread_mutex_lock(&p->all->mu);
+	bool new_id = memcmp(p->info.id, l->c.peer.id, HASH_LEN) != 0;
+	p->info.known = true;
+	memcpy(p->info.id, l->c.peer.id, HASH_LEN);
+	pthread_mutex_unlock(&p->all->mu);
+	char hex[HASH_HEX_LEN + 1], key[160];
+	hex_encode(l->c.peer.id, HASH_LEN, hex);
+	/* Remembered, so status names a member that is down after our
+	 * restart, and forget can find it. */
+	snprintf(key, sizeof key, "peer:%s", p->addr);
+	if (new_id && (rc = store_setting_set(l->st, key, hex)))
+		log_warn("cannot remember peer %s: %s", p->addr, ss_errmsg(rc));
+	log_info("peer %s (node %.16s) connected", p->addr, hex);
+	return 0;
+}
+
+/* Close the link's connection, if open (its buffers stay). */
+static void link_down(peer *p, link *l)
+{
+	if (l->c.fd < 0)
+		return;
 	pthread_mutex_lock(&p->all->mu);
 	p->fd = -1;
-	p->info.connected = false;
-	pthread_cond_broadcast(&p->all->cv);
 	pthread_mutex_unlock(&p->all->mu);
-	link_close(&l);
-	return rc;
+	record *recs = l->recs;
+	cached_node *cache = l->cache;
+	link_close(l);
+	*l = (link){.c.fd = -1, .recs = recs, .cache = cache};
+}
+
+static int64_t now_ms(void) { return (int64_t)(now_mono() * 1000); }
+
+/* ---- the core thread ---- */
+
+/* Queue ev for the core (waiting for room).  False once stopping. */
+static bool post(struct peers *ps, const core_ev *ev)
+{
+	pthread_mutex_lock(&ps->mu);
+	while (ps->qlen == ps->qcap && !ps->stopping)
+		pthread_cond_wait(&ps->q_cv, &ps->mu);
+	bool ok = !ps->stopping;
+	if (ok) {
+		ps->q[(ps->qhead + ps->qlen++) % ps->qcap] = *ev;
+		pthread_cond_broadcast(&ps->q_cv);
+	}
+	pthread_mutex_unlock(&ps->mu);
+	return ok;
+}
+
+/* Hand link p its next action (ACT_WAIT: none yet). */
+static void give(peer *p, const repl_act *act)
+{
+	if (act->kind == ACT_WAIT)
+		return;
+	pthread_mutex_lock(&p->all->mu);
+	p->act = *act;
+	p->has_act = true;
+	pthread_cond_signal(&p->act_cv);
+	pthread_mutex_unlock(&p->all->mu);
+}
+
+/* Publish link i's state and the parked count (status, catch-up, the
+ * quorum's live peers). */
+static void publish(struct peers *ps, unsigned i, const repl_outcome *out)
+{
+	const repl_peer_state *st = repl_node_state(ps->node, i);
+	repl_view v = repl_node_view(ps->node);
+	pthread_mutex_lock(&ps->mu);
+	peer_info *pi = &ps->v[i].info;
+	pi->connected = st->connected;
+	pi->head_known = st->connected && st->head_known;
+	if (st->head_known) {
+		pi->index_id = st->pulled.index_id;
+		pi->head = st->pulled.head;
+		pi->files = st->pulled.files;
+		pi->bytes = st->pulled.bytes;
+		memcpy(pi->digest, st->pulled.digest, HASH_LEN);
+	}
+	pi->cursor = st->cursor;
+	ps->pending = v.parked;
+	ps->pending_gen = v.parked_gen;
+	if (out->parked)
+		ps->parked_at = now_mono();
+	pthread_cond_broadcast(&ps->cv);
+	pthread_mutex_unlock(&ps->mu);
+}
+
+/* What an event did, in the log; held PULLs wake if anything was written. */
+static void report(struct peers *ps, peer *p, const repl_outcome *out)
+{
+	if (out->parked)
+		log_warn("peer %s lacks chunks of %u records: parked until another server sends them", p->addr,
+			 out->parked);
+	if (out->written) {
+		server_changed(p->srv);
+		char sz[16];
+		fmt_size(p->fetched_bytes, sz);
+		if (out->records)
+			log_info("peer %s: applied %u of %u records (%llu chunks, %s fetched)", p->addr, out->written,
+				 out->records, (unsigned long long)p->fetched_chunks, sz);
+		else
+			log_info("peer %s: applied %u pending records (%llu chunks, %s fetched from it)", p->addr,
+				 out->written, (unsigned long long)p->fetched_chunks, sz);
+	}
+	if (out->written || out->records || out->resolved)
+		p->fetched_chunks = p->fetched_bytes = 0;
+	uint64_t conflicts = repl_node_counts(ps->node)->conflicts;
+	if (conflicts > ps->conflicts) {
+		log_info("%llu conflicts resolved (records from peer %s)", (unsigned long long)(conflicts - ps->conflicts),
+			 p->addr);
+		ps->conflicts = conflicts;
+	}
+}
+
+static void handle(struct peers *ps, core_ev *ev)
+{
+	repl_node *node = ps->node;
+	unsigned i = ev->link;
+	repl_act act = {.kind = ACT_WAIT};
+	repl_outcome out = {0};
+	int64_t now = now_ms();
+	int rc = 0;
+	switch (ev->kind) {
+	case EV_FORGET:
+		rc = repl_node_forget(node, ev->peer);
+		pthread_mutex_lock(&ps->mu);
+		ps->pending = repl_node_view(node).parked;
+		*ev->rc = rc;
+		*ev->done = true;
+		pthread_cond_broadcast(&ps->cv);
+		pthread_mutex_unlock(&ps->mu);
+		return;
+	case EV_START:
+		rc = repl_node_start(node, i, now, &act);
+		break;
+	case EV_WOKE:
+		rc = repl_node_woke(node, i, now, &act);
+		break;
+	case EV_CONNECTED:
+		rc = repl_node_connected(node, i, ev->peer, now, &act, &out);
+		break;
+	case EV_FAILED:
+		repl_node_failed(node, i, now, &act, &out);
+		break;
+	case EV_PULLED:
+		rc = repl_node_pulled(node, i, ev->recs, ev->n, &ev->pulled, now, &act, &out);
+		break;
+	case EV_FETCHED:
+		rc = repl_node_fetched(node, i, now, &act, &out);
+		break;
+	}
+	peer *p = &ps->v[i];
+	if (rc)
+		log_warn("peer %s: %s (reconnecting)", p->addr, ss_errmsg(rc));
+	report(ps, p, &out);
+	publish(ps, i, &out);
+	give(p, &act);
+	unsigned j;
+	while (repl_node_take_ready(node, &j, &act))
+		give(&ps->v[j], &act);
+}
+
+/*
+ * The core thread: every decision of replication and every change to its
+ * state (cursors, applied and parked records) is made here, one event at a
+ * time (core/node.c).  The link threads only move bytes.
+ */
+static void *core_main(void *arg)
+{
+	struct peers *ps = arg;
+	for (;;) {
+		pthread_mutex_lock(&ps->mu);
+		while (!ps->qlen && !ps->stopping)
+			pthread_cond_wait(&ps->q_cv, &ps->mu);
+		if (ps->stopping) {
+			pthread_mutex_unlock(&ps->mu);
+			break;
+		}
+		core_ev ev = ps->q[ps->qhead];
+		ps->qhead = (ps->qhead + 1) % ps->qcap;
+		ps->qlen--;
+		pthread_cond_broadcast(&ps->q_cv);
+		pthread_mutex_unlock(&ps->mu);
+		handle(ps, &ev);
+	}
+	return NULL;
+}
+
+/* The link's next action; false once stopping. */
+static bool wait_act(peer *p, repl_act *act)
+{
+	struct peers *ps = p->all;
+	pthread_mutex_lock(&ps->mu);
+	while (!p->has_act && !ps->stopping)
+		pthread_cond_wait(&p->act_cv, &ps->mu);
+	bool ok = p->has_act && !ps->stopping;
+	if (ok) {
+		*act = p->act;
+		p->has_act = false;
+	}
+	pthread_mutex_unlock(&ps->mu);
+	return ok;
 }
 
 /* Fetch ids (n ≤ WIRE_MAX_OFFER) from one peer over a connection of its
@@ -676,26 +709,58 @@ unsigned peers_repair(server *srv, uint8_t *ids, unsigned n)
 	return want - n;
 }
 
+/* A link's thread: does what the core says — connect, PULL, fetch, sleep
+ * — over the network, and tells the core how it went. */
 static void *peer_main(void *arg)
 {
 	peer *p = arg;
 	char last[WIRE_TEXT_MAX] = "";
-	int backoff = 100;
-	while (!server_stopping(p->srv)) {
-		bool pulled = false;
-		int rc = link_run(p, &pulled);
-		if (server_stopping(p->srv))
+	record *recs = xmalloc(PEER_PULL_BATCH * sizeof *recs);
+	cached_node *cache = xmalloc(PEER_PULL_BATCH * sizeof *cache);
+	link l = {.c.fd = -1, .recs = recs, .cache = cache};
+	repl_act act;
+	bool ok = post(p->all, &(core_ev){.kind = EV_START, .link = p->idx});
+	while (ok && wait_act(p, &act)) {
+		core_ev ev = {.link = p->idx};
+		int rc = 0;
+		switch (act.kind) {
+		case ACT_WAIT:
+			continue;
+		case ACT_SLEEP:
+			link_down(p, &l);
+			server_sleep(p->srv, (int)act.wait_ms);
+			ev.kind = EV_WOKE;
 			break;
-		/* Say each distinct failure once, not every retry. */
-		if (strcmp(last, ss_errmsg(rc))) {
-			snprintf(last, sizeof last, "%s", ss_errmsg(rc));
-			log_warn("peer %s: %s (retrying)", p->addr, last);
+		case ACT_CONNECT:
+			link_down(p, &l);
+			if (!(rc = link_up(p, &l, recs, cache))) {
+				ev.kind = EV_CONNECTED;
+				ev.peer = l.peer_short;
+			}
+			break;
+		case ACT_PULL:
+			ev.kind = EV_PULLED;
+			rc = pull_once(&l, &act, &ev);
+			break;
+		case ACT_FETCH:
+			ev.kind = EV_FETCHED;
+			rc = fetch_roots(&l, act.roots, act.n);
+			break;
 		}
-		if (pulled)
-			backoff = 100;
-		server_sleep(p->srv, backoff);
-		backoff = backoff * 2 > PEER_BACKOFF_MAX_MS ? PEER_BACKOFF_MAX_MS : backoff * 2;
+		if (rc) {
+			link_down(p, &l);
+			ev = (core_ev){.kind = EV_FAILED, .link = p->idx};
+			/* Say each distinct failure once, not every retry. */
+			if (!server_stopping(p->srv) && strcmp(last, ss_errmsg(rc))) {
+				snprintf(last, sizeof last, "%s", ss_errmsg(rc));
+				log_warn("peer %s: %s (retrying)", p->addr, last);
+			}
+		}
+		ok = post(p->all, &ev);
 	}
+	link_down(p, &l);
+	free(recs);
+	free(cache);
 	return NULL;
 }
 
@@ -736,16 +801,18 @@ int peers_start(server *srv)
 	const server_opts *o = srv->opts;
 	struct peers *ps = xcalloc(1, sizeof *ps);
 	pthread_mutex_init(&ps->mu, NULL);
-	pthread_mutex_init(&ps->apply_mu, NULL);
 	pthread_cond_init(&ps->cv, NULL);
+	pthread_cond_init(&ps->q_cv, NULL);
 	ps->v = xcalloc(o->npeers ? (size_t)o->npeers : 1, sizeof *ps->v);
 	srv->peers = ps;
 	int rc = 0;
 	for (int i = 0; i < o->npeers && !rc; i++) {
-		peer *p = &ps->v[ps->n++];
+		peer *p = &ps->v[ps->n];
+		p->idx = ps->n++;
 		p->srv = srv;
 		p->all = ps;
 		p->fd = -1;
+		pthread_cond_init(&p->act_cv, NULL);
 		rc = parse_peer(o->peers[i], p);
 		snprintf(p->info.addr, sizeof p->info.addr, "%s", p->addr);
 		if (!rc && !strcmp(p->addr, o->listen))
@@ -764,8 +831,17 @@ int peers_start(server *srv)
 	ps->ctx = tls_ctx_new(o->tls, srv->crt, srv->key, 0);
 	if (!ps->ctx)
 		return SS_ETLS;
+	if ((rc = store_pending_count(srv->st, &ps->pending)))
+		return rc;
+	ps->node = repl_node_new(srv->st, ps->n);
+	ps->qcap = ps->n + 16;
+	ps->q = xcalloc(ps->qcap, sizeof *ps->q);
+	int err = pthread_create(&ps->core, NULL, core_main, ps);
+	if (err)
+		return ss_fail(SS_ENOMEM, "cannot start the replication core thread: %s", strerror(err));
+	ps->core_started = true;
 	for (unsigned i = 0; i < ps->n; i++) {
-		int err = pthread_create(&ps->v[i].thread, NULL, peer_main, &ps->v[i]);
+		err = pthread_create(&ps->v[i].thread, NULL, peer_main, &ps->v[i]);
 		if (err)
 			return ss_fail(SS_ENOMEM, "cannot start a peer thread: %s", strerror(err));
 		ps->v[i].started = true;
@@ -779,13 +855,25 @@ void peers_stop(server *srv)
 	if (!ps)
 		return;
 	pthread_mutex_lock(&ps->mu);
-	for (unsigned i = 0; i < ps->n; i++)
+	ps->stopping = true;
+	pthread_cond_broadcast(&ps->q_cv);
+	pthread_cond_broadcast(&ps->cv); /* a forget waiting for the core */
+	for (unsigned i = 0; i < ps->n; i++) {
+		pthread_cond_signal(&ps->v[i].act_cv);
 		if (ps->v[i].fd >= 0)
 			shutdown(ps->v[i].fd, SHUT_RDWR);
+	}
 	pthread_mutex_unlock(&ps->mu);
+	/* The core first: an event it has not handled may lend it a link's
+	 * records, which the link frees as it ends. */
+	if (ps->core_started)
+		pthread_join(ps->core, NULL);
+	ps->core_started = false;
 	for (unsigned i = 0; i < ps->n; i++)
 		if (ps->v[i].started)
 			pthread_join(ps->v[i].thread, NULL);
+	for (unsigned i = 0; i < ps->n; i++)
+		ps->v[i].started = false;
 }
 
 void peers_free(server *srv)
@@ -795,9 +883,13 @@ void peers_free(server *srv)
 		return;
 	if (ps->ctx)
 		SSL_CTX_free(ps->ctx);
+	repl_node_free(ps->node);
+	for (unsigned i = 0; i < ps->n; i++)
+		pthread_cond_destroy(&ps->v[i].act_cv);
 	pthread_mutex_destroy(&ps->mu);
-	pthread_mutex_destroy(&ps->apply_mu);
 	pthread_cond_destroy(&ps->cv);
+	pthread_cond_destroy(&ps->q_cv);
+	free(ps->q);
 	free(ps->v);
 	free(ps);
 	srv->peers = NULL;
@@ -869,6 +961,26 @@ bool peers_is_member(server *srv, uint64_t node)
 	return member;
 }
 
+/* Drop the records parked from a forgotten member's log: through the
+ * core, or here when there is none (no links). */
+static int forget_parked(struct peers *ps, server *srv, uint64_t node)
+{
+	if (!ps->core_started) {
+		int rc = store_pending_drop_peer(srv->st, node);
+		return rc ? rc : store_pending_count(srv->st, &ps->pending);
+	}
+	bool done = false;
+	int rc = 0;
+	if (!post(ps, &(core_ev){.kind = EV_FORGET, .peer = node, .done = &done, .rc = &rc}))
+		return ss_fail(SS_EUNAVAIL, "the server is stopping");
+	pthread_mutex_lock(&ps->mu);
+	while (!done && !ps->stopping)
+		pthread_cond_wait(&ps->cv, &ps->mu);
+	bool handled = done;
+	pthread_mutex_unlock(&ps->mu);
+	return handled ? rc : ss_fail(SS_EUNAVAIL, "the server is stopping");
+}
+
 /* Tell one peer, over a short connection of its own. */
 static int forget_at(peer *p, const char *hex)
 {
@@ -927,17 +1039,10 @@ int peers_forget(server *srv, const char *node, bool relayed, unsigned *servers)
 	pthread_cond_broadcast(&ps->cv);
 	pthread_mutex_unlock(&ps->mu);
 	/* Its log will never be pulled again: what was parked from it comes
-	 * (if it exists anywhere) through the logs of those who hold it. */
-	pthread_mutex_lock(&ps->apply_mu);
-	if ((rc = store_pending_drop_peer(srv->st, node_short_id(id))))
+	 * (if it exists anywhere) through the logs of those who hold it.  The
+	 * core drops it, as it makes every change to the parked records. */
+	if ((rc = forget_parked(ps, srv, node_short_id(id))))
 		log_warn("forget %.16s: %s", hex, ss_errmsg(rc));
-	uint64_t left = 0;
-	if (!store_pending_count(srv->st, &left)) {
-		pthread_mutex_lock(&ps->mu);
-		ps->pending = left;
-		pthread_mutex_unlock(&ps->mu);
-	}
-	pthread_mutex_unlock(&ps->apply_mu);
 	log_info("node %.16s forgotten: it no longer blocks tombstone expiry and may not rejoin with its data",
 		 hex);
 	*servers = 1;

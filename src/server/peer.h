@@ -1,14 +1,21 @@
 /*
  * peer — this server's links to the other servers of the cluster.
  *
- * One thread per `--peer` address connects to it over mutual TLS (its
- * certificate must say role server, and match the pinned node id if one was
- * given as ID@HOST:PORT), then pulls its change log for ever:
+ * The replication core (core/node.c) runs on one thread of its own, fed by
+ * a bounded queue of events, and decides everything: when each link
+ * connects, PULLs (and how long the peer may hold it), fetches, retries
+ * the parked records or backs off; it checks and applies every batch and
+ * keeps the parked records.  One thread per `--peer` address does what the
+ * core says over the network — connect over mutual TLS (the certificate
+ * must say role server, and match the pinned node id if one was given as
+ * ID@HOST:PORT), PULL, READ — and posts how it went:
  *
- *   PULL(index id, after our cursor, wait) → ENTRY… PULLED(index id, head, …)
- *   for each live record whose tree is not complete here:
- *       READ(node ids), READ(missing chunk ids) … → CHUNK / MISSING, verified
- *   store_apply_remote(records, cursor) — one transaction
+ *   core: PULL(index id, after our cursor, wait)
+ *   link: → ENTRY… PULLED(index id, head, …)          posts pulled
+ *   core: FETCH(the roots the batch lacks here), one link at a time
+ *   link: READ(node ids), READ(missing chunk ids) … → CHUNK / MISSING,
+ *         each verified and stored                     posts fetched
+ *   core: store_apply_remote(records, cursor) — one transaction
  *
  * The peer holds a PULL with nothing new for up to PEER_WAIT_MS, answering
  * as soon as something changes (long poll), so a put propagates at once
@@ -19,14 +26,13 @@
 #ifndef SS_PEER_H
 #define SS_PEER_H
 
+#include "../core/node.h"
 #include "server.h"
 
-#define PEER_WAIT_MS 10000   /* longest a PULL is held when nothing is new */
-#define PEER_PULL_BATCH 256  /* records asked for per PULL */
-#define PEER_BACKOFF_MAX_MS 1000 /* a returning peer is seen within a second */
+#define PEER_WAIT_MS REPL_WAIT_MS /* longest a PULL is held when nothing is new */
+#define PEER_PULL_BATCH REPL_PULL_BATCH /* records asked for per PULL */
+#define PEER_BACKOFF_MAX_MS REPL_BACKOFF_MAX_MS /* a returning peer is seen within a second */
 #define PEER_CONNECT_MS 3000 /* connect + TLS handshake (bounds shutdown too) */
-#define PEER_PENDING_WAIT_MS 1000      /* the PULL hold while records are parked */
-#define PEER_PENDING_RETRY_MAX_MS 30000 /* a link's retry of parked records, at most */
 #define PEER_PENDING_FRESH_S 10.0       /* a write waits for records parked this recently */
 
 /* A peer's state as status shows it. */

@@ -25,6 +25,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+_Static_assert(REPL_ACKS_MAX <= SERVER_MAX_PEERS, "live_peers copies the ack table into SERVER_MAX_PEERS slots");
+
 typedef struct slot {
 	int fd; /* -1 when free */
 	pthread_t thread;
@@ -201,34 +203,11 @@ bool server_stopping(server *srv)
 	return stop;
 }
 
-static peer_ack *ack_of(server *srv, uint64_t node)
-{
-	for (unsigned i = 0; i < srv->nacks; i++)
-		if (srv->acks[i].node == node)
-			return &srv->acks[i];
-	unsigned i = srv->nacks;
-	if (i == ARRAY_LEN(srv->acks)) {
-		/* Full (old identities of wiped servers): reuse one with no
-		 * session open, preferring a non-member. */
-		for (i = 0; i < srv->nacks && (srv->acks[i].live || srv->acks[i].member); i++)
-			;
-		if (i == srv->nacks)
-			for (i = 0; i < srv->nacks && srv->acks[i].live; i++)
-				;
-		if (i == srv->nacks)
-			return NULL;
-	} else {
-		srv->nacks++;
-	}
-	peer_ack *a = &srv->acks[i];
-	*a = (peer_ack){.node = node, .member = peers_is_member(srv, node)};
-	return a;
-}
-
 void server_peer_live(server *srv, uint64_t node, int delta)
 {
+	bool member = peers_is_member(srv, node);
 	pthread_mutex_lock(&srv->chg_mu);
-	peer_ack *a = ack_of(srv, node);
+	repl_ack *a = repl_acks_get(&srv->acks, node, member);
 	if (a)
 		a->live = (unsigned)((int)a->live + delta);
 	pthread_cond_broadcast(&srv->chg_cv);
@@ -237,36 +216,18 @@ void server_peer_live(server *srv, uint64_t node, int delta)
 
 void server_peer_acked(server *srv, uint64_t node, uint64_t acked)
 {
+	bool member = peers_is_member(srv, node);
 	pthread_mutex_lock(&srv->chg_mu);
-	peer_ack *a = ack_of(srv, node);
-	if (a) {
-		/* Its latest cursor, not the highest ever: a peer that restarted
-		 * from an older copy holds less than it once said. */
-		a->acked = acked;
-		a->member = peers_is_member(srv, node);
+	if (repl_acks_seen(&srv->acks, node, acked, member))
 		pthread_cond_broadcast(&srv->chg_cv);
-	}
 	pthread_mutex_unlock(&srv->chg_mu);
-}
-
-/* Copies of our record seq: this one, and each member whose cursor passed
- * it.  Only members count: any certificate of the cluster CA with role
- * server may pull, but only a --peer we have reached is one of the N. */
-static unsigned copies_locked(server *srv, uint64_t seq)
-{
-	unsigned n = 1;
-	for (unsigned i = 0; i < srv->nacks; i++)
-		n += srv->acks[i].acked >= seq && srv->acks[i].member;
-	return n;
 }
 
 uint64_t server_acked(server *srv, uint64_t node)
 {
-	uint64_t acked = 0;
 	pthread_mutex_lock(&srv->chg_mu);
-	for (unsigned i = 0; i < srv->nacks; i++)
-		if (srv->acks[i].node == node)
-			acked = srv->acks[i].acked;
+	repl_ack *a = repl_acks_find(&srv->acks, node);
+	uint64_t acked = a ? a->acked : 0;
 	pthread_mutex_unlock(&srv->chg_mu);
 	return acked;
 }
@@ -274,7 +235,7 @@ uint64_t server_acked(server *srv, uint64_t node)
 unsigned server_copies(server *srv, uint64_t seq)
 {
 	pthread_mutex_lock(&srv->chg_mu);
-	unsigned n = copies_locked(srv, seq);
+	unsigned n = repl_acks_copies(&srv->acks, seq);
 	pthread_mutex_unlock(&srv->chg_mu);
 	return n;
 }
@@ -289,9 +250,9 @@ static unsigned live_peers(server *srv)
 	uint64_t nodes[SERVER_MAX_PEERS];
 	unsigned n = 0, live = 0;
 	pthread_mutex_lock(&srv->chg_mu);
-	for (unsigned i = 0; i < srv->nacks; i++)
-		if (srv->acks[i].live > 0)
-			nodes[n++] = srv->acks[i].node;
+	for (unsigned i = 0; i < srv->acks.n; i++)
+		if (srv->acks.v[i].live > 0)
+			nodes[n++] = srv->acks.v[i].node;
 	pthread_mutex_unlock(&srv->chg_mu);
 	for (unsigned i = 0; i < n; i++)
 		live += peers_link_up(srv, nodes[i]);
@@ -374,10 +335,10 @@ int server_quorum_wait(server *srv, uint64_t seq, unsigned *copies)
 	quorum_hold me = {0};
 	server_hold(srv, &me, seq);
 	pthread_mutex_lock(&srv->chg_mu);
-	while (copies_locked(srv, seq) < srv->write_quorum && !srv->stopping)
+	while (repl_acks_copies(&srv->acks, seq) < srv->write_quorum && !srv->stopping)
 		if (pthread_cond_timedwait(&srv->chg_cv, &srv->chg_mu, &deadline) == ETIMEDOUT)
 			break;
-	unsigned n = copies_locked(srv, seq);
+	unsigned n = repl_acks_copies(&srv->acks, seq);
 	pthread_mutex_unlock(&srv->chg_mu);
 	server_release(srv, &me);
 	*copies = n;

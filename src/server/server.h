@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../core/acks.h"
 #include "../net/msgio.h"
 #include "../net/tls.h"
 #include "../store/store.h"
@@ -49,19 +50,6 @@ typedef struct server_opts {
 #define SERVER_QUORUM_MS 30000 /* default of --quorum-timeout */
 #define SERVER_QUORUM_GRACE_MS 2000 /* a write waits this long for peers to connect */
 
-/*
- * What this server knows of a peer that pulls from it: a PULL's cursor over
- * our index says the peer has applied — durably, in the transaction that
- * stored that cursor — every record of ours up to it.  So it is the
- * peer's acknowledgement of those writes, and the write quorum counts it.
- */
-typedef struct peer_ack {
-	uint64_t node;  /* short id */
-	uint64_t acked; /* our highest seq it has applied */
-	unsigned live;  /* its sessions open here now */
-	bool member;    /* one of our --peer servers (we reached it by its address) */
-} peer_ack;
-
 typedef struct server {
 	const server_opts *opts;
 	store *st;
@@ -74,8 +62,7 @@ typedef struct server {
 	pthread_cond_t chg_cv;
 	uint64_t chg_gen;
 	bool stopping;
-	peer_ack acks[SERVER_MAX_PEERS]; /* under chg_mu */
-	unsigned nacks;
+	repl_acks acks; /* which peers hold which of our records (core/acks.h), under chg_mu */
 	struct quorum_hold *holds; /* writes not yet acknowledged (server_hold), under chg_mu */
 	unsigned cluster_size, write_quorum; /* N, W */
 	struct peers *peers; /* peer.c */

@@ -32,6 +32,7 @@
 #include "push.h"
 #include "registry.h"
 #include "verifier.h"
+#include "../core/link.h"
 #include "../core/repl.h"
 
 #include <poll.h>
@@ -877,51 +878,24 @@ static int do_pull(session *s)
 	if (peers_is_forgotten(srv, s->c->peer.id))
 		return ss_fail(SS_EAUTH, "this node was forgotten by the cluster: wipe its data directory to join "
 					 "again as a new member");
-	uint64_t index_id = store_index_id(srv->st);
-	uint64_t after = repl_pull_after(s->m.pull.index_id, s->m.pull.after, index_id);
-	/* Cheap: the store keeps its namespace sums up to date per write. */
-	store_stats st;
-	int rc = store_stats_get(srv->st, &st);
+	const repl_pull_req rq = {s->m.pull.index_id, s->m.pull.after, s->m.pull.acked, s->m.pull.fp};
+	repl_pull_plan plan;
+	int rc = repl_serve_pull(srv->st, &rq, &plan);
 	if (rc)
 		return rc;
-	uint64_t ours = 0;
-	record *at = xmalloc(sizeof *at);
-	if (s->m.pull.index_id == index_id && after && after <= st.head_seq &&
-	    (rc = store_version_at(srv->st, after, at)) != SS_ENOENT) {
-		if (rc) {
-			free(at);
-			return rc;
-		}
-		ours = store_rec_fp(at);
-	}
-	free(at);
-	rc = 0;
-	if (s->m.pull.index_id == index_id && !repl_cursor_valid(after, st.head_seq, ours, s->m.pull.fp)) {
-		/* It holds records of ours we no longer have, or not where we
-		 * have them: this data directory was restored from an older
-		 * copy.  Its cursor is no acknowledgement of anything we hold
-		 * now.  A new sequence space (index id) makes every peer start
-		 * over — else what we write (or applied) since would sit at
-		 * seqs their cursors already passed — and the version clock
-		 * moves past any counter the lost part of our log may have used
-		 * (at most one per seq). */
+	if (plan.regressed) {
 		char hex[HASH_HEX_LEN + 1];
 		hex_encode(s->c->peer.id, HASH_LEN, hex);
-		if ((rc = store_log_regressed(srv->st, index_id, after)))
-			return rc;
 		log_err("peer %.16s holds our record %llu, which our log (ending at %llu) %s: this data directory "
 			"was restored from an older copy; starting a new sequence space (index id %016llx) so every "
-			"peer pulls everything again", hex, (unsigned long long)after, (unsigned long long)st.head_seq,
-			after > st.head_seq ? "no longer has" : "has another record at",
-			(unsigned long long)store_index_id(srv->st));
-		index_id = store_index_id(srv->st);
-		after = 0;
-	} else if (s->m.pull.index_id == index_id) {
-		/* What it has applied of our log — its cursor, less what it
-		 * still holds only as pending records (no tree yet): it holds
-		 * our records up to there, durably. */
-		server_peer_acked(srv, node_short_id(s->c->peer.id), MIN(s->m.pull.acked, after));
+			"peer pulls everything again", hex, (unsigned long long)rq.after, (unsigned long long)plan.head,
+			rq.after > plan.head ? "no longer has" : "has another record at",
+			(unsigned long long)plan.index_id);
 	}
+	if (plan.acks)
+		server_peer_acked(srv, node_short_id(s->c->peer.id), plan.acked);
+	uint64_t index_id = plan.index_id, after = plan.after;
+	store_stats st;
 	unsigned limit = s->m.pull.limit && s->m.pull.limit < WIRE_PULL_MAX ? s->m.pull.limit : WIRE_PULL_MAX;
 	uint32_t wait_ms = s->m.pull.wait_ms < 60000 ? s->m.pull.wait_ms : 60000;
 	double deadline = now_mono() + wait_ms / 1000.0;

@@ -1,36 +1,42 @@
 /*
- * sim — a deterministic simulator of a syncstore cluster (issue 3, first
- * slice).
+ * sim — a deterministic simulator of a syncstore cluster.
  *
  * One process, N servers, each a REAL store (store_open on a directory
- * under $TMPDIR, default /dev/shm), driven by one seeded PRNG.  The batch
- * logic is the server's own: repl_apply_batch (server/apply.c: record checks,
- * drop_superseded, lease, tree fetch, store_apply_remote + repl_decide); the
- * serving side of a PULL is modelled after session.c do_pull (the same
- * repl_pull_after, the same "cursor past our head is no ack" rule, the same
- * in-memory, latest-cursor ack table), the write quorum after
- * server.c copies_locked, tombstone expiry after maint.c (the same
- * repl_expirable over the in-memory acks).  What is NOT the real
- * code: the network (pulls are function calls), client sessions (writes call
- * store_commit directly; no catch_up before a write), threads.
+ * under $TMPDIR, default /dev/shm) with the server's own replication core
+ * (core/node.c, which the server runs on its core thread), driven by one
+ * seeded PRNG.  Each core runs one link per other server; where the server
+ * has a thread per link doing what the core says over the network, the
+ * simulator does it with function calls: CONNECT succeeds if the peer is up
+ * and not cut off, PULL is answered by repl_serve_pull at the peer (the
+ * acknowledgements and the restore check of session.c do_pull), FETCH
+ * copies the trees from the peer's store.  The core decides the rest, as
+ * in the server: its schedule (core/link.c: backoff, PULL holds, retries of
+ * parked records), the batch checks, one fetch at a time, the apply
+ * (core/apply.c: superseded records dropped, store_apply_remote +
+ * repl_decide, parking).  The write quorum counts repl_acks_copies over
+ * the same ack table as server.c; tombstone expiry is maint.c's
+ * repl_expirable over it.  What is NOT the real code: the network, client
+ * sessions (writes call store_commit directly; no catch_up before a
+ * write), threads, the clock (simulated; the schedule reads it).
  *
- * Faults: dropped, duplicated, delayed (queued per link, delivered later, so
- * batches of different links interleave in any order) and stale (an old
- * batch of the link re-delivered after newer ones) replies; partitions that
- * come and go; crashes (store_close + store_open); now and then a destroyed
- * disk (directory removed, a fresh store: new index id, same node id — the
- * node's certificate survives a wiped data directory); a data directory
- * restored from an older backup of itself (same index id, shorter log:
- * session.c's repl_cursor_valid / store_log_regressed); chunks missing at
- * the source of a fetch (the record is parked, and applied later from any
- * server through repl_apply_pending).
+ * Faults: dropped replies (the link breaks), delayed ones (the link waits;
+ * other links' replies overtake it) and stale ones (an old batch of the
+ * link delivered as the reply to a newer PULL: the core must refuse it or
+ * it must be harmless); partitions that come and go; crashes (store_close
+ * + store_open); now and then a destroyed disk (directory removed, a fresh
+ * store: new index id, same node id — the node's certificate survives a
+ * wiped data directory); a data directory restored from an older backup of
+ * itself (same index id, shorter log: repl_serve_pull's cursor check,
+ * store_log_regressed); chunks missing at the source of a fetch (the
+ * record is parked, and applied later from any server).
  *
- * Crashes lose the in-flight messages and the servers' in-memory state (ack
- * tables).  Half of them are power cuts (store_power_cut): a write is in
- * flight (chunks appended, not flushed, never acknowledged) and every
- * segment loses what was written after its last fsync, but a random part
- * of it (a torn tail); committed SQLite transactions survive, rows still
- * pending in memory do not.
+ * Crashes lose the in-flight messages and the servers' in-memory state (the
+ * core, the ack table); the peers' links to a crashed server break.  Half
+ * of them are power cuts (store_power_cut): a write is in flight (chunks
+ * appended, not flushed, never acknowledged) and every segment loses what
+ * was written after its last fsync, but a random part of it (a torn tail);
+ * committed SQLite transactions survive, rows still pending in memory do
+ * not.
  *
  * After the faults stop: every server up, no partition, pulls until
  * quiescent, then the checks (see check_all): same digest and listing
@@ -47,12 +53,15 @@
  * SIM_NO_MISS=1 turns the missing-chunk fault off (same random stream).
  *
  * SIM_BUG (make sim-selftest): 1..6 plant one bug each (see the #if
- * SIM_BUG hooks here, in core/repl.c, server/apply.c and store/store.c).
+ * SIM_BUG hooks here, in core/repl.c, core/apply.c and store/store.c).
  */
 #include "chunk/chunk.h"
 #include "core/repl.h"
 #include "core/resolve.h"
-#include "server/apply.h"
+#include "core/acks.h"
+#include "core/apply.h"
+#include "core/link.h"
+#include "core/node.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -89,6 +98,7 @@ typedef struct batch {
 	record recs[MAXBATCH];
 	unsigned n;
 	uint64_t peer_index, head;
+	bool stale; /* an old reply delivered again (the core must refuse it) */
 } batch;
 
 typedef struct server {
@@ -97,7 +107,12 @@ typedef struct server {
 	bool up;
 	uint64_t node;        /* short node id: fixed (its certificate) */
 	unsigned incarnation; /* bumped by a crash or a destroyed disk */
-	uint64_t acked[N];    /* in memory (server.c acks): peer j's latest cursor over our log */
+	repl_acks acks;       /* in memory (server.c): which peers hold which of our records */
+	repl_node *core;      /* its replication core (core/node.c), in memory */
+	repl_act act[N];      /* act[j]: what its link to server j is doing */
+	int64_t wake_at[N];   /* act[j] is ACT_SLEEP: until then (ms) */
+	uint64_t conflicts;   /* the core's conflict count, as last summed */
+	uint64_t parked;      /* its parked records, as last counted */
 	bool rebuilding;      /* disk destroyed or restored, not caught up with every peer yet */
 	bool has_backup;      /* dir.bak holds an older copy of the (closed) data directory */
 } server;
@@ -116,9 +131,9 @@ typedef struct write_ev {
 
 typedef struct counters {
 	uint64_t conflicts, catchups, quorum_failures, tomb_expiries, parked;
-	uint64_t writes, acked, pulls, applied, dropped, duplicated, delayed, stale, refused, link_errors,
+	uint64_t writes, acked, pulls, applied, dropped, delayed, stale, refused, link_errors,
 		crashes, power_cuts, flush_cuts, destroyed, partitions, gcs, unavailable, unparked, missing, backups,
-		restores, regressions, moves;
+		restores, regressions, moves, connects, resolves;
 } counters;
 
 static struct sim {
@@ -128,6 +143,7 @@ static struct sim {
 	bool cut[N][N];
 	bool missed[N][N]; /* [a][b]: a could not pull from b for a while */
 	batch pending[N][N], replay[N][N];
+	batch held[N][N]; /* [a][b]: the reply a's link to b lent its core, until applied */
 	write_ev *w;
 	unsigned nw;
 	repl_counts rc[N];
@@ -233,14 +249,29 @@ static int cp_r(const char *src, const char *dst)
 
 static void hex8(const uint8_t *id, char *out) { hex_encode(id, 4, out); }
 
+/* The simulated clock as the links' schedules read it. */
+static int64_t now_ms(void) { return S.now / 1000000; }
+
 /* ---- servers ---- */
 
+static void set_act(int a, int b, const repl_act *act);
+
+/* Start server i: its store, its core, a link to every other server. */
 static void srv_open(int i)
 {
 	server *s = &S.s[i];
 	MUST(store_open(s->dir, &s->st));
 	store_set_node(s->st, s->node);
 	s->up = true;
+	s->core = repl_node_new(s->st, N);
+	s->conflicts = 0;
+	MUST(store_pending_count(s->st, &s->parked));
+	for (int j = 0; j < N; j++) {
+		repl_act act = {.kind = ACT_WAIT};
+		if (j != i)
+			MUST(repl_node_start(s->core, (unsigned)j, now_ms(), &act));
+		set_act(i, j, &act);
+	}
 }
 
 /* Connections of i die with it: replies in flight are lost. */
@@ -253,9 +284,14 @@ static void drop_links(int i)
 }
 
 /* power_cut: the server stops as a power failure stops it (see crash). */
+static void took(int a, int b, int rc, const repl_act *act, const repl_outcome *out, bool expect_refusal);
+
 static void srv_stop(int i, bool power_cut)
 {
 	server *s = &S.s[i];
+	/* The core is memory: gone (its leases end with it). */
+	repl_node_free(s->core);
+	s->core = NULL;
 	if (power_cut)
 		store_power_cut(s->st, (unsigned)rn(1001));
 	else
@@ -263,8 +299,17 @@ static void srv_stop(int i, bool power_cut)
 	s->st = NULL;
 	s->up = false;
 	s->incarnation++;
-	memset(s->acked, 0, sizeof s->acked); /* the ack table is memory */
+	/* The ack table is memory too.  The peers' links to it break. */
+	memset(&s->acks, 0, sizeof s->acks);
 	drop_links(i);
+	for (int j = 0; j < N; j++) {
+		if (j == i || !S.s[j].up)
+			continue;
+		repl_act act;
+		repl_outcome out = {0};
+		repl_node_failed(S.s[j].core, (unsigned)i, now_ms(), &act, &out);
+		took(j, i, 0, &act, &out, false);
+	}
 	for (int j = 0; j < N; j++)
 		S.missed[i][j] = true;
 }
@@ -280,13 +325,6 @@ static uint64_t head_of(int i)
 
 /* ---- the write quorum (server.c copies_locked) ---- */
 
-static unsigned copies(int i, uint64_t seq)
-{
-	unsigned n = 1;
-	for (int j = 0; j < N; j++)
-		n += j != i && S.s[i].acked[j] >= seq;
-	return n;
-}
 
 static void quorum_update(void)
 {
@@ -298,7 +336,7 @@ static void quorum_update(void)
 		if (!s->up || s->incarnation != w->incarnation || S.now - w->t > QUORUM_TIMEOUT) {
 			w->state = 2; /* the client was told "not acknowledged" (or nothing) */
 			S.c.quorum_failures++;
-		} else if (copies(w->server, w->rec.seq) >= W) {
+		} else if (repl_acks_copies(&s->acks, w->rec.seq) >= W) {
 			w->state = 1;
 			S.c.acked++;
 			if (S.verbose)
@@ -437,49 +475,36 @@ static int collect_rec(void *ctx, const record *r)
 	return 0;
 }
 
-/* The serving side of a PULL from a (session.c do_pull). */
-static void serve_pull(int a, int b, unsigned limit, batch *out)
+/* b answers a's PULL (a's core built the request): the same library call
+ * as session.c do_pull. */
+static void serve_pull(int a, int b, const repl_pull_req *rq, unsigned limit, batch *out)
 {
 	server *A = &S.s[a], *B = &S.s[b];
-	uint64_t idx, cur;
-	MUST(store_cursor_get(A->st, B->node, &idx, &cur));
-	uint64_t bidx = store_index_id(B->st);
-	uint64_t after = repl_pull_after(idx, cur, bidx);
-	uint64_t head = head_of(b), ours = 0, fp = 0;
-	record at;
-	if (idx == bidx && after && after <= head && store_version_at(B->st, after, &at) == 0)
-		ours = store_rec_fp(&at);
-	MUST(store_cursor_fp(A->st, B->node, &fp));
-	if (idx == bidx && !repl_cursor_valid(after, head, ours, fp)) {
-		/* Restored from an old copy: no ack; a new sequence space (and
-		 * the clock moved on), so every puller starts from 0. */
-		MUST(store_log_regressed(B->st, bidx, after));
-		bidx = store_index_id(B->st);
-		after = 0;
+	repl_pull_plan plan;
+	MUST(repl_serve_pull(B->st, rq, &plan));
+	if (plan.regressed) {
 		S.c.regressions++;
 		if (S.verbose)
 			fprintf(stderr, "  %d's log went back (%d's cursor past its head): new index id\n", b, a);
-	} else if (idx == bidx) {
-		/* What it has applied of our log (its cursor, less its parked
-		 * records): the acknowledgement its PULL carries. */
-		uint64_t acked;
-		MUST(store_cursor_acked(A->st, B->node, bidx, &acked));
-		if (S.verbose && B->acked[a] != MIN(acked, after))
+	}
+	if (plan.acks) {
+		repl_ack *was = repl_acks_find(&B->acks, A->node);
+		if (S.verbose && (!was || was->acked != plan.acked))
 			fprintf(stderr, "  %d acks %d's log to %llu (cursor %llu)\n", a, b,
-				(unsigned long long)MIN(acked, after), (unsigned long long)after);
-		B->acked[a] = MIN(acked, after);
+				(unsigned long long)plan.acked, (unsigned long long)plan.after);
+		repl_acks_seen(&B->acks, A->node, plan.acked, true);
 	}
 	memset(out, 0, sizeof *out);
 	collect c = {out};
-	MUST(store_since(B->st, after, limit, collect_rec, &c));
+	MUST(store_since(B->st, plan.after, limit, collect_rec, &c));
 	out->valid = true;
-	out->peer_index = bidx;
-	out->head = head;
+	out->peer_index = plan.index_id;
+	out->head = head_of(b);
 #if SIM_BUG == 1
 	/* PLANTED BUG 1: count the puller as holding what we just SENT it,
 	 * before it fetched, applied and made it durable. */
-	if (idx == bidx && out->n)
-		B->acked[a] = out->recs[out->n - 1].seq;
+	if (plan.acks && out->n)
+		repl_acks_seen(&B->acks, A->node, out->recs[out->n - 1].seq, true);
 #endif
 }
 
@@ -540,7 +565,6 @@ out:
 	return rc;
 }
 
-static int sim_fetch(void *ctx, const uint8_t root[HASH_LEN]) { return fetch_tree(ctx, root, 0); }
 
 /* Has a caught up with every other server (for a destroyed disk)? */
 static uint64_t parked_at(int i);
@@ -577,70 +601,33 @@ static int stop_inside_flush(void *ctx)
 
 static void srv_stop(int i, bool power_cut);
 
-/* Deliver a PULL reply to a: the puller's side of peer.c pull_once.
- * Returns the records written, or -1 if the batch was refused. */
-static int deliver(int a, int b, const batch *m, bool expect_refusal)
+/* ---- the links: what peer.c's link threads do, as function calls ---- */
+
+static void set_act(int a, int b, const repl_act *act)
 {
-	server *A = &S.s[a], *B = &S.s[b];
-	if (!A->up || !B->up)
-		return -1;
-	uint64_t idx, cur;
-	MUST(store_cursor_get(A->st, B->node, &idx, &cur));
-	uint64_t from = repl_pull_after(idx, cur, m->peer_index);
-	record *recs = xmalloc(sizeof m->recs);
-	memcpy(recs, m->recs, sizeof m->recs);
-	fetch_ctx f = {A->st, B->st, !S.calm};
-	store_applied ap = {0};
-	uint64_t before = A->st ? S.rc[a].conflicts : 0;
-	/* Now and then the power fails inside the apply's flush: after the
-	 * fetched chunks' fsync, before their index rows commit (planted bug 5
-	 * swaps the two, and the cut must then leave a hole). */
-	bool cut = !S.calm && chance(2);
-	hook_fired = false;
-	if (cut)
-		store_set_flush_hook(A->st, stop_inside_flush, NULL);
-	int rc = repl_apply_batch(A->st, recs, m->n, from, m->head, B->node, m->peer_index, sim_fetch, &f, &S.rc[a],
-				  &ap);
-	unsigned written = ap.written;
-	S.c.parked += ap.parked;
-	if (getenv("SIM_DEBUG_PATH") && S.verbose)
-		fprintf(stderr, "  %d<-%d batch %llu..%llu (%u records): rc %d, %u written, %u parked\n", a, b,
-			(unsigned long long)from, (unsigned long long)(m->n ? m->recs[m->n - 1].seq : 0), m->n, rc,
-			ap.written, ap.parked);
-	for (unsigned k = 0; getenv("SIM_DEBUG_PATH") && S.verbose && k < m->n; k++) {
-		fprintf(stderr, "     %llu %s %s vv", (unsigned long long)m->recs[k].seq, m->recs[k].path,
-			m->recs[k].deleted ? "tomb" : "live");
-		for (unsigned e = 0; e < m->recs[k].vv.n; e++)
-			fprintf(stderr, " %llx:%llu", (unsigned long long)(m->recs[k].vv.e[e].node >> 32),
-				(unsigned long long)m->recs[k].vv.e[e].counter);
-		fprintf(stderr, "\n");
-	}
-	if (ap.parked && S.verbose) {
-		fprintf(stderr, "  %d<-%d parked %u records (batch to seq %llu):", a, b, ap.parked,
-			(unsigned long long)(m->n ? m->recs[m->n - 1].seq : 0));
-		store_pending p[8];
-		unsigned np = 0;
-		MUST(store_pending_list(A->st, 0, p, 8, &np));
-		for (unsigned k = 0; k < np; k++) {
-			char h[9];
-			hex8(p[k].rec.root, h);
-			fprintf(stderr, " %s=%s@%llu", p[k].rec.path, h, (unsigned long long)p[k].peer_seq);
-		}
-		fprintf(stderr, "\n");
-	}
-	free(recs);
-	if (cut && hook_fired) {
-		S.c.crashes++;
-		S.c.power_cuts++;
-		S.c.flush_cuts++;
-		srv_stop(a, true);
-		return -1;
-	}
-	if (cut)
-		store_set_flush_hook(A->st, NULL, NULL);
-	S.c.conflicts += S.rc[a].conflicts - before;
+	S.s[a].act[b] = *act;
+	if (act->kind == ACT_SLEEP)
+		S.s[a].wake_at[b] = now_ms() + act->wait_ms;
+}
+
+/* After an event of a's link to b was handled by a's core: the counters,
+ * the link's next action, and those it made ready for a's other links. */
+static void took(int a, int b, int rc, const repl_act *act, const repl_outcome *out, bool expect_refusal)
+{
+	server *A = &S.s[a];
+	S.c.parked += out->parked;
+	S.c.applied += out->written;
+	uint64_t parked = 0;
+	MUST(store_pending_count(A->st, &parked));
+	if (A->parked + out->parked > parked)
+		S.c.unparked += A->parked + out->parked - parked;
+	A->parked = parked;
+	S.c.resolves += out->resolved;
+	uint64_t conflicts = repl_node_counts(A->core)->conflicts;
+	S.c.conflicts += conflicts - A->conflicts;
+	A->conflicts = conflicts;
 	if (rc) {
-		/* peer.c: the link fails and reconnects; the durable cursor is
+		/* The link fails and reconnects; the durable cursor is
 		 * unchanged, so nothing is skipped. */
 		if (rc == SS_EPROTO && expect_refusal)
 			S.c.refused++;
@@ -649,101 +636,214 @@ static int deliver(int a, int b, const batch *m, bool expect_refusal)
 		if (S.verbose)
 			fprintf(stderr, "  %d<-%d %s: %s\n", a, b,
 				rc == SS_EPROTO && expect_refusal ? "refused" : "LINK ERROR", ss_errmsg(rc));
-		return -1;
 	}
-	if (written && S.verbose) {
-		listing_dump(a);
-	}
-	if (written) {
-		S.c.applied += written;
+	if (out->parked && S.verbose)
+		fprintf(stderr, "  %d<-%d parked %u records\n", a, b, out->parked);
+	if (out->written) {
+		if (S.verbose) {
+			fprintf(stderr, "  %d<-%d applied %u records\n", a, b, out->written);
+			listing_dump(a);
+		}
 		if (S.missed[a][b]) {
 			S.c.catchups++;
 			S.missed[a][b] = false;
 		}
 	}
+	set_act(a, b, act);
+	unsigned j;
+	repl_act next;
+	while (repl_node_take_ready(A->core, &j, &next))
+		set_act(a, (int)j, &next);
 	rebuild_check(a);
-	return (int)written;
 }
 
+static void link_failed(int a, int b)
+{
+	repl_act act;
+	repl_outcome out = {0};
+	repl_node_failed(S.s[a].core, (unsigned)b, now_ms(), &act, &out);
+	took(a, b, 0, &act, &out, false);
+}
+
+/* Now and then the power fails inside an apply's flush: after the fetched
+ * chunks' fsync, before their index rows commit (planted bug 5 swaps the
+ * two, and the cut must then leave a hole).  Armed before a core event
+ * that may apply a batch; true (and server a is down) if it fired. */
+static bool cut_armed;
+static void arm_cut(int a)
+{
+	cut_armed = !S.calm && chance(2);
+	hook_fired = false;
+	if (cut_armed)
+		store_set_flush_hook(S.s[a].st, stop_inside_flush, NULL);
+}
+
+static bool cut_fired(int a)
+{
+	if (!cut_armed)
+		return false;
+	cut_armed = false;
+	if (!hook_fired) {
+		store_set_flush_hook(S.s[a].st, NULL, NULL);
+		return false;
+	}
+	S.c.crashes++;
+	S.c.power_cuts++;
+	S.c.flush_cuts++;
+	srv_stop(a, true);
+	return true;
+}
+
+static void debug_batch(int a, int b, const batch *m)
+{
+	if (!getenv("SIM_DEBUG_PATH") || !S.verbose)
+		return;
+	fprintf(stderr, "  %d<-%d batch to %llu (%u records)\n", a, b,
+		(unsigned long long)(m->n ? m->recs[m->n - 1].seq : 0), m->n);
+	for (unsigned k = 0; k < m->n; k++) {
+		fprintf(stderr, "     %llu %s %s vv", (unsigned long long)m->recs[k].seq, m->recs[k].path,
+			m->recs[k].deleted ? "tomb" : "live");
+		for (unsigned e = 0; e < m->recs[k].vv.n; e++)
+			fprintf(stderr, " %llx:%llu", (unsigned long long)(m->recs[k].vv.e[e].node >> 32),
+				(unsigned long long)m->recs[k].vv.e[e].counter);
+		fprintf(stderr, "\n");
+	}
+}
+
+/* The reply in S.held[a][b] reaches a's link: the core checks it, and
+ * applies it at once or asks for its trees. */
+static void pulled(int a, int b, bool expect_refusal)
+{
+	batch *m = &S.held[a][b];
+	debug_batch(a, b, m);
+	repl_pulled pu = {.index_id = m->peer_index, .head = m->head};
+	repl_act act;
+	repl_outcome out = {0};
+	arm_cut(a);
+	int rc = repl_node_pulled(S.s[a].core, (unsigned)b, m->recs, m->n, &pu, now_ms(), &act, &out);
+	if (!cut_fired(a))
+		took(a, b, rc, &act, &out, expect_refusal);
+}
+
+/* ACT_PULL of a's link to b, with the network's faults. */
 static void pull(int a, int b, bool faults)
 {
-	if (!S.s[a].up || !S.s[b].up || S.cut[a][b] || S.pending[a][b].valid)
-		return;
 	S.c.pulls++;
-	batch *m = xmalloc(sizeof *m);
-	serve_pull(a, b, faults ? 1 + rn(MAXBATCH) : MAXBATCH, m);
+	batch *m = &S.held[a][b];
+	/* Stale: an old reply of this link comes instead (not possible over
+	 * one TCP connection; the core's checks must refuse it or it must be
+	 * harmless). */
+	bool stale = faults && S.replay[a][b].valid && chance(8);
+	if (stale) {
+		*m = S.replay[a][b];
+		m->stale = true;
+		S.replay[a][b].valid = false;
+		S.c.stale++;
+	} else {
+		serve_pull(a, b, &S.s[a].act[b].req, faults ? 1 + rn(MAXBATCH) : MAXBATCH, m);
+	}
 	unsigned r = faults ? rn(100) : 99;
 	if (r < 8) {
-		/* The reply is lost: the link times out and asks again later
-		 * from its durable cursor. */
+		/* The reply is lost: the link times out and breaks; it asks
+		 * again from its durable cursor once it has reconnected. */
 		S.c.dropped++;
+		link_failed(a, b);
 	} else if (r < 18) {
-		/* Delayed: the link waits for it (one PULL in flight per link);
-		 * other links' replies overtake it. */
+		/* Delayed: the link waits for it; other links' replies
+		 * overtake it. */
 		S.pending[a][b] = *m;
 		S.c.delayed++;
 	} else {
-		deliver(a, b, m, false);
-		if (r < 24) {
-			/* Duplicated: the same reply again at once. */
-			S.c.duplicated++;
-			deliver(a, b, m, true);
-		}
-		if (m->n)
-			S.replay[a][b] = *m; /* for a stale re-delivery later */
+		if (!stale && m->n)
+			S.replay[a][b] = *m;
+		pulled(a, b, stale);
 	}
-	free(m);
 	quorum_update();
 }
 
 static void deliver_pending(void)
 {
 	int a = (int)rn(N), b = (int)rn(N);
-	if (S.pending[a][b].valid) {
-		batch *m = xmalloc(sizeof *m);
-		*m = S.pending[a][b];
-		S.pending[a][b].valid = false;
-		deliver(a, b, m, false);
-		free(m);
-		quorum_update();
-	} else if (S.replay[a][b].valid && S.s[a].up && S.s[b].up) {
-		/* Stale: an old reply of this link arrives again after newer
-		 * ones (not possible over one TCP connection; the seq checks
-		 * must refuse it or it must be harmless). */
-		S.c.stale++;
-		deliver(a, b, &S.replay[a][b], true);
-		S.replay[a][b].valid = false;
-	}
+	if (!S.pending[a][b].valid)
+		return;
+	S.held[a][b] = S.pending[a][b];
+	S.pending[a][b].valid = false;
+	if (S.s[a].up && S.s[a].act[b].kind == ACT_PULL)
+		pulled(a, b, S.held[a][b].stale);
+	quorum_update();
 }
 
-/* Parked records at a: complete their trees from b and apply them (peer.c
- * resolve_pending: every link tries, so they come from any server). */
-static void unpark(int a, int b)
+/* ACT_FETCH of a's link to b: copy the trees from b's store (a chunk b
+ * lacks now and then, while faults run); then the core applies. */
+static void fetch(int a, int b)
 {
-	server *A = &S.s[a], *B = &S.s[b];
-	if (a == b || !A->up || !B->up || S.cut[a][b])
-		return;
-	store_pending p[MAXBATCH];
-	unsigned n = 0;
-	MUST(store_pending_list(A->st, 0, p, MAXBATCH, &n));
-	if (!n)
-		return;
-	fetch_ctx f = {A->st, B->st, !S.calm};
-	store_applied ap;
-	uint64_t before = S.rc[a].conflicts;
-	int rc = repl_apply_pending(A->st, p, n, sim_fetch, &f, &S.rc[a], &ap);
-	S.c.conflicts += S.rc[a].conflicts - before;
+	server *A = &S.s[a];
+	fetch_ctx f = {A->st, S.s[b].st, !S.calm};
+	const repl_act *act = &A->act[b];
+	int rc = 0;
+	for (unsigned k = 0; k < act->n && !rc; k++)
+		if ((rc = fetch_tree(&f, act->roots + (size_t)k * HASH_LEN, 0)) == SS_ENOENT)
+			rc = 0;
 	if (rc) {
-		S.c.link_errors++;
-		if (S.verbose)
-			fprintf(stderr, "  %d<-%d unpark: LINK ERROR %s\n", a, b, ss_errmsg(rc));
+		link_failed(a, b);
 		return;
 	}
-	S.c.applied += ap.written;
-	S.c.unparked += n - ap.parked;
-	if (S.verbose && n)
-		fprintf(stderr, "  %d<-%d unpark: %u of %u applied\n", a, b, n - ap.parked, n);
+	repl_act next;
+	repl_outcome out = {0};
+	arm_cut(a);
+	rc = repl_node_fetched(A->core, (unsigned)b, now_ms(), &next, &out);
+	if (!cut_fired(a))
+		took(a, b, rc, &next, &out, false);
 	quorum_update();
+}
+
+/*
+ * One step of a's link to b: what its action says, if it can be done now.
+ * A link whose peer is cut off finds out when it next talks to it (one
+ * whose peer crashed was told at once: srv_stop).  A PULL waits while its
+ * reply is delayed.
+ */
+static void link_step(int a, int b, bool faults)
+{
+	server *A = &S.s[a];
+	if (a == b || !A->up)
+		return;
+	bool reachable = S.s[b].up && !S.cut[a][b];
+	repl_act act;
+	repl_outcome out = {0};
+	int rc = 0;
+	switch (A->act[b].kind) {
+	case ACT_WAIT:
+		return;
+	case ACT_SLEEP:
+		if (now_ms() < A->wake_at[b])
+			return;
+		rc = repl_node_woke(A->core, (unsigned)b, now_ms(), &act);
+		break;
+	case ACT_CONNECT:
+		if (!reachable) {
+			link_failed(a, b);
+			return;
+		}
+		S.c.connects++;
+		rc = repl_node_connected(A->core, (unsigned)b, S.s[b].node, now_ms(), &act, &out);
+		break;
+	case ACT_PULL:
+		if (S.pending[a][b].valid)
+			return;
+		if (reachable)
+			pull(a, b, faults);
+		else
+			link_failed(a, b);
+		return;
+	case ACT_FETCH:
+		if (reachable)
+			fetch(a, b);
+		else
+			link_failed(a, b);
+		return;
+	}
+	took(a, b, rc, &act, &out, false);
 }
 
 static uint64_t parked_at(int i)
@@ -767,9 +867,11 @@ static void housekeeping(int i)
 	MUST(store_expire_history(s->st, S.now, RETENTION, floor, &versions));
 	uint64_t acked[N];
 	repl_expiry e = {.now_ns = S.now, .retention_ns = RETENTION, .acked = acked};
-	for (int j = 0; j < N; j++)
+	for (int j = 0; j < N; j++) {
+		repl_ack *a = j != i ? repl_acks_find(&s->acks, S.s[j].node) : NULL;
 		if (j != i)
-			acked[e.nmembers++] = s->acked[j];
+			acked[e.nmembers++] = a ? a->acked : 0;
+	}
 	MUST(store_expire_tombstones(s->st, repl_expirable, &e, &tombs));
 	S.c.tomb_expiries += tombs;
 	if (versions || tombs || chance(20)) {
@@ -1176,25 +1278,37 @@ static void heal_and_converge(void)
 			S.pending[i][j].valid = S.replay[i][j].valid = false;
 		}
 	}
-	for (int round = 0; round < 64; round++) {
+	/* Every link steps as its schedule says; a round with no progress
+	 * while records are still parked jumps the clock to the first link's
+	 * retry of them (its backoff), a few times at most. */
+	for (int round = 0, idle = 0; round < 256; round++) {
 		bool progress = false;
+		int64_t retry = INT64_MAX;
 		for (int a = 0; a < N; a++)
 			for (int b = 0; b < N; b++) {
 				if (a == b)
 					continue;
 				uint64_t i0, c0, i1, c1, p0 = parked_at(a);
+				bool up0 = repl_node_link(S.s[a].core, (unsigned)b)->up;
 				MUST(store_cursor_get(S.s[a].st, S.s[b].node, &i0, &c0));
-				pull(a, b, false);
-				unpark(a, b);
+				for (int k = 0; k < 3; k++)
+					link_step(a, b, false);
 				MUST(store_cursor_get(S.s[a].st, S.s[b].node, &i1, &c1));
-				progress |= i0 != i1 || c0 != c1 || p0 != parked_at(a);
+				progress |= i0 != i1 || c0 != c1 || p0 != parked_at(a) ||
+					    up0 != repl_node_link(S.s[a].core, (unsigned)b)->up;
+				if (parked_at(a))
+					retry = MIN(retry, repl_node_link(S.s[a].core, (unsigned)b)->parked_retry_at);
 			}
 		S.now += MS;
 		quorum_update();
-		if (!progress)
+		if (progress)
+			continue;
+		if (retry == INT64_MAX || ++idle > 8)
 			return;
+		if (retry > now_ms())
+			S.now = retry * 1000000;
 	}
-	fail("converged", "still changing after 64 rounds of pulls");
+	fail("converged", "still changing after 256 rounds of link steps");
 }
 
 static int run(uint64_t seed, unsigned steps)
@@ -1236,9 +1350,10 @@ static int run(uint64_t seed, unsigned steps)
 			if (S.s[i].up)
 				client_write(i);
 		} else if (r < 650) {
+			/* A link runs a few actions (connect, PULL, fetch). */
 			int a = (int)rn(N), b = (int)rn(N);
-			if (a != b)
-				pull(a, b, true);
+			for (int k = 0; k < 3; k++)
+				link_step(a, b, true);
 		} else if (r < 780) {
 			deliver_pending();
 		} else if (r < 800) {
@@ -1252,7 +1367,7 @@ static int run(uint64_t seed, unsigned steps)
 		} else if (r < 904) {
 			destroy_disk();
 		} else if (r < 960) {
-			unpark((int)rn(N), (int)rn(N));
+			link_step((int)rn(N), (int)rn(N), true);
 		}
 		restarts();
 		quorum_update();
@@ -1348,28 +1463,30 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.quorum_failures, (unsigned long long)total.tomb_expiries,
 	       (unsigned long long)total.parked);
 	printf("  also: %llu writes (%llu acknowledged, %llu refused: no quorum reachable), %llu pulls, %llu "
-	       "records written by applies, %llu replies dropped, %llu duplicated, %llu delayed, %llu stale; "
+	       "records written by applies, %llu replies dropped, %llu delayed, %llu stale; "
 	       "%llu batches refused as expected, %llu link errors; %llu crashes (%llu power cuts, %llu inside a "
 	       "flush), %llu disks destroyed, %llu partitions, %llu GCs; %llu chunks missing at a source, %llu "
-	       "parked records applied; %llu backups, %llu restored (%llu logs found gone back); %llu moves\n",
+	       "parked records applied in %llu tries; %llu backups, %llu restored (%llu logs found gone back); %llu "
+	       "moves; %llu link connects\n",
 	       (unsigned long long)total.writes, (unsigned long long)total.acked,
 	       (unsigned long long)total.unavailable, (unsigned long long)total.pulls,
 	       (unsigned long long)total.applied, (unsigned long long)total.dropped,
-	       (unsigned long long)total.duplicated, (unsigned long long)total.delayed,
+	       (unsigned long long)total.delayed,
 	       (unsigned long long)total.stale, (unsigned long long)total.refused,
 	       (unsigned long long)total.link_errors, (unsigned long long)total.crashes,
 	       (unsigned long long)total.power_cuts, (unsigned long long)total.flush_cuts,
 	       (unsigned long long)total.destroyed, (unsigned long long)total.partitions,
 	       (unsigned long long)total.gcs, (unsigned long long)total.missing, (unsigned long long)total.unparked,
-	       (unsigned long long)total.backups, (unsigned long long)total.restores,
-	       (unsigned long long)total.regressions, (unsigned long long)total.moves);
+	       (unsigned long long)total.resolves, (unsigned long long)total.backups, (unsigned long long)total.restores,
+	       (unsigned long long)total.regressions, (unsigned long long)total.moves,
+	       (unsigned long long)total.connects);
 	if (failed) {
 		printf("sim: %u of %llu seeds FAILED (each printed above with its seed)\n", failed,
 		       (unsigned long long)nseeds);
 		return 1;
 	}
 	if (!one && (!total.conflicts || !total.catchups || !total.quorum_failures || !total.tomb_expiries ||
-		     !total.parked)) {
+		     !total.parked || !total.resolves)) {
 		printf("sim: FAILED: a counter above is zero — the run did not exercise it\n");
 		return 1;
 	}

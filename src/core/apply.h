@@ -11,12 +11,16 @@
 #ifndef SS_APPLY_H
 #define SS_APPLY_H
 
-#include "../core/repl.h"
+#include "repl.h"
 #include "../store/store.h"
 
 /* Make the whole tree under root present and marked complete in the
  * puller's store (children before parents, like store_put_node wants). */
 typedef int (*repl_fetch_fn)(void *ctx, const uint8_t root[HASH_LEN]);
+
+/* Every record in order after `from`, at most `head`, and well formed
+ * (repl_record_check): 0, or SS_EPROTO/SS_EINVAL saying which is not. */
+int repl_batch_check(const record *recs, unsigned n, uint64_t from, uint64_t head);
 
 /* Within one batch, keep only the last record of each path (a server's log
  * holds a path's versions in causal order).  Returns the count kept. */

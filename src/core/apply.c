@@ -1,6 +1,6 @@
 /* apply.c — see apply.h. */
 #include "apply.h"
-#include "../core/resolve.h"
+#include "resolve.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,22 +19,30 @@ unsigned repl_drop_superseded(record *recs, unsigned n)
 	return k;
 }
 
-int repl_apply_batch(store *st, record *recs, unsigned n, uint64_t from, uint64_t head, uint64_t peer_short,
-		     uint64_t peer_index, repl_fetch_fn fetch, void *fetch_ctx, repl_counts *counts,
-		     store_applied *out)
+int repl_batch_check(const record *recs, unsigned n, uint64_t from, uint64_t head)
 {
-	int rc = 0;
-	if (out)
-		*out = (store_applied){0};
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t prev = i ? recs[i - 1].seq : from;
 		if (recs[i].seq <= prev || recs[i].seq > head)
 			return ss_fail(SS_EPROTO, "it sent record %llu out of order (after %llu, head %llu)",
 				       (unsigned long long)recs[i].seq, (unsigned long long)prev,
 				       (unsigned long long)head);
-		if ((rc = repl_record_check(&recs[i])))
+		int rc = repl_record_check(&recs[i]);
+		if (rc)
 			return rc;
 	}
+	return 0;
+}
+
+int repl_apply_batch(store *st, record *recs, unsigned n, uint64_t from, uint64_t head, uint64_t peer_short,
+		     uint64_t peer_index, repl_fetch_fn fetch, void *fetch_ctx, repl_counts *counts,
+		     store_applied *out)
+{
+	if (out)
+		*out = (store_applied){0};
+	int rc = repl_batch_check(recs, n, from, head);
+	if (rc)
+		return rc;
 	if (!n) {
 		/* A new index id means the peer's data directory is new: its
 		 * records come again from the start, and the cursor restarts. */
@@ -115,3 +123,4 @@ int repl_apply_pending(store *st, store_pending *p, unsigned n, repl_fetch_fn fe
 		out->parked += waiting;
 	return rc;
 }
+
