@@ -84,10 +84,10 @@ fuzz: deps
 # ---- deterministic simulator (tests/sim; docs/REPLICATION.md) ----
 # `make sim` runs 1,000 seeds; `make sim SEED=n` replays one.  The planted-bug
 # binaries compile the few sources with SIM_BUG hooks (core/repl.c,
-# core/apply.c, store/store.c, tests/sim/sim.c) with -DSIM_BUG=k ahead of the library, so
+# core/apply.c, core/node.c, store/store.c, tests/sim/sim.c) with -DSIM_BUG=k ahead of the library, so
 # the linker takes those objects instead of the library's.
 SIM_SEEDS ?= 1000
-SIM_BUG_SRC := src/core/repl.c src/core/apply.c src/store/store.c
+SIM_BUG_SRC := src/core/repl.c src/core/apply.c src/core/node.c src/store/store.c
 SIM_BUGS := 1 2 3 4 5 6
 
 $(B)/sim: tests/sim/sim.c $(B)/libsyncstore.a $(wildcard tests/sim/*.h)

@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef SIM_BUG
+#define SIM_BUG 0
+#endif
+
 typedef struct nlink {
 	repl_link rl;
 	repl_peer_state ps;
@@ -383,6 +387,11 @@ int repl_node_pulled(repl_node *n, unsigned i, record *recs, unsigned nrecs, con
 	}
 	if (rc)
 		return fail(n, i, rc, now_ms, act, out);
+#if SIM_BUG == 2
+	/* PLANTED BUG 2 (tests/sim only, with its other half in
+	 * core/apply.c): apply without fetching the trees. */
+	l->nroots = 0;
+#endif
 	if (!l->nroots)
 		return apply(n, i, now_ms, act, out);
 	lease(n, l); /* garbage collection stays off what the fetch stores */
