@@ -20,7 +20,7 @@ typedef struct nlink {
 	uint64_t from;
 	/* a try of the parked records (LINK_RESOLVE), a batch at a time */
 	bool resolving;
-	store_pending *pend; /* REPL_PULL_BATCH */
+	store_pending *pend; /* REPL_PULL_BATCH, during a try */
 	unsigned npend;
 	uint64_t r_start, r_end;
 	bool r_wrapped;
@@ -54,7 +54,6 @@ repl_node *repl_node_new(store *st, unsigned nlinks)
 	n->fetcher = -1;
 	for (unsigned i = 0; i < nlinks; i++) {
 		repl_link_init(&n->l[i].rl);
-		n->l[i].pend = xmalloc(REPL_PULL_BATCH * sizeof *n->l[i].pend);
 		n->l[i].roots = xmalloc((size_t)REPL_PULL_BATCH * HASH_LEN);
 	}
 	return n;
@@ -161,6 +160,15 @@ static void pass_turn(repl_node *n, unsigned i)
 
 /* ---- a try of the parked records ---- */
 
+/* The try is over (or cut short): its lease and buffer go. */
+static void resolve_end(repl_node *n, nlink *l)
+{
+	unlease(n, l);
+	free(l->pend);
+	l->pend = NULL;
+	l->resolving = false;
+}
+
 static int next_action(repl_node *n, unsigned i, int64_t now_ms, repl_act *act, repl_outcome *out);
 
 /*
@@ -216,9 +224,7 @@ static int resolve_step(repl_node *n, unsigned i, int64_t now_ms, repl_act *act,
 		l->r_written += ap.written;
 		out->written += ap.written;
 	}
-	/* The try is over. */
-	unlease(n, l);
-	l->resolving = false;
+	resolve_end(n, l);
 	out->resolved = true;
 	repl_link_resolved(&l->rl, l->r_written, now_ms);
 	return next_action(n, i, now_ms, act, out);
@@ -233,6 +239,7 @@ static int resolve_begin(repl_node *n, unsigned i, int64_t now_ms, repl_act *act
 		return rc;
 	lease(n, l);
 	l->resolving = true;
+	l->pend = xmalloc(REPL_PULL_BATCH * sizeof *l->pend);
 	l->r_start = l->rl.parked_after < top ? l->rl.parked_after : 0;
 	l->rl.parked_after = l->r_start;
 	l->r_end = top;
@@ -313,8 +320,7 @@ void repl_node_failed(repl_node *n, unsigned i, int64_t now_ms, repl_act *act, r
 	l->ready = false;
 	l->recs = NULL;
 	l->nrecs = 0;
-	l->resolving = false; /* repl_link_failed counts a try cut short as fruitless */
-	unlease(n, l);
+	resolve_end(n, l); /* repl_link_failed counts a try cut short as fruitless */
 	pass_turn(n, i);
 	repl_link_failed(&l->rl, now_ms);
 	/* Down: SLEEP or CONNECT, which need no store. */

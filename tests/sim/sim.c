@@ -1382,6 +1382,8 @@ static int run(uint64_t seed, unsigned steps)
 	check_all();
 cleanup:
 	for (int i = 0; i < N; i++) {
+		repl_node_free(S.s[i].core);
+		S.s[i].core = NULL;
 		if (S.s[i].st)
 			store_close(S.s[i].st);
 		S.s[i].st = NULL;
