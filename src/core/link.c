@@ -47,7 +47,7 @@ void repl_link_connected(repl_link *l)
 	/* A peer back from a restart may have what was missing before —
 	 * unless it was a try of them that broke the link. */
 	if (!l->resolve_broke)
-		l->parked_retry_at = 0;
+		l->parked_retry_at = l->parked_backoff_ms = 0;
 	l->resolve_broke = false;
 }
 

@@ -52,6 +52,9 @@ repl_node *repl_node_new(store *st, unsigned nlinks)
 	n->n = nlinks;
 	n->l = xcalloc(nlinks ? nlinks : 1, sizeof *n->l);
 	n->fetcher = -1;
+	/* What is parked from before (status shows it before any link is up;
+	 * an error here shows up again at the first event that recounts). */
+	(void)store_pending_count(st, &n->view.parked);
 	for (unsigned i = 0; i < nlinks; i++) {
 		repl_link_init(&n->l[i].rl);
 		n->l[i].roots = xmalloc((size_t)REPL_PULL_BATCH * HASH_LEN);
@@ -127,12 +130,15 @@ static int want_root(repl_node *n, nlink *l, const uint8_t root[HASH_LEN])
 	return 0;
 }
 
-/* ACT_FETCH of l's roots now, or when the link fetching now is done. */
+/* ACT_FETCH of l's roots now, or when the link fetching now is done.  The
+ * lease keeps garbage collection off what the fetch stores until the apply
+ * (taken when the fetch starts, not while the link waits for its turn). */
 static void ask_fetch(repl_node *n, unsigned i, repl_act *act)
 {
 	nlink *l = &n->l[i];
 	if (n->fetcher < 0 || n->fetcher == (int)i) {
 		n->fetcher = (int)i;
+		lease(n, l);
 		*act = (repl_act){.kind = ACT_FETCH, .roots = l->roots, .n = l->nroots};
 	} else {
 		l->wants_turn = true;
@@ -237,7 +243,6 @@ static int resolve_begin(repl_node *n, unsigned i, int64_t now_ms, repl_act *act
 	int rc = store_pending_max(n->st, &top);
 	if (rc)
 		return rc;
-	lease(n, l);
 	l->resolving = true;
 	l->pend = xmalloc(REPL_PULL_BATCH * sizeof *l->pend);
 	l->r_start = l->rl.parked_after < top ? l->rl.parked_after : 0;
@@ -362,13 +367,13 @@ int repl_node_pulled(repl_node *n, unsigned i, record *recs, unsigned nrecs, con
 	/* A new index id means the peer's data directory is new: its records
 	 * come again from the start, and the cursor restarts with them. */
 	l->from = repl_pull_after(l->req.index_id, l->req.after, pulled->index_id);
+	int rc = repl_batch_check(recs, nrecs, l->from, pulled->head);
+	if (rc)
+		return fail(n, i, rc, now_ms, act, out);
 	/* Its head, before the fetches: a write here meanwhile knows to wait. */
 	l->ps.pulled = *pulled;
 	l->ps.head_known = true;
 	l->ps.cursor = l->from;
-	int rc = repl_batch_check(recs, nrecs, l->from, pulled->head);
-	if (rc)
-		return fail(n, i, rc, now_ms, act, out);
 	if (!nrecs) {
 		/* Only a new index id to remember (its cursor reset drops what
 		 * was parked from the old log). */
@@ -400,7 +405,6 @@ int repl_node_pulled(repl_node *n, unsigned i, record *recs, unsigned nrecs, con
 #endif
 	if (!l->nroots)
 		return apply(n, i, now_ms, act, out);
-	lease(n, l); /* garbage collection stays off what the fetch stores */
 	ask_fetch(n, i, act);
 	return 0;
 }
@@ -418,8 +422,9 @@ int repl_node_fetched(repl_node *n, unsigned i, int64_t now_ms, repl_act *act, r
 	if (!l->resolving)
 		return apply(n, i, now_ms, act, out);
 	store_applied ap;
-	if ((rc = repl_apply_pending(n->st, l->pend, l->npend, fetched_here, n->st, &n->counts, &ap)) ||
-	    (rc = note_parked(n, 0)))
+	rc = repl_apply_pending(n->st, l->pend, l->npend, fetched_here, n->st, &n->counts, &ap);
+	unlease(n, l);
+	if (rc || (rc = note_parked(n, 0)))
 		return fail(n, i, rc, now_ms, act, out);
 	l->r_written += ap.written;
 	out->written += ap.written;

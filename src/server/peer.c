@@ -64,6 +64,10 @@ struct peers {
 	repl_node *node; /* the core thread's alone */
 	pthread_t core;
 	bool core_started, stopping;
+	/* The core thread has ended: nothing lent to it (a link's records, a
+	 * forget's result) is used any more.  Until then a link waits, even
+	 * when stopping, so its buffer outlives the core's use of it. */
+	bool core_exited;
 	core_ev *q;
 	unsigned qcap, qhead, qlen;
 	pthread_cond_t q_cv; /* an event came, or room */
@@ -594,6 +598,7 @@ static void handle(struct peers *ps, core_ev *ev)
 		break;
 	case EV_FAILED:
 		repl_node_failed(node, i, now, &act, &out);
+		ps->v[i].fetched_chunks = ps->v[i].fetched_bytes = 0;
 		break;
 	case EV_PULLED:
 		rc = repl_node_pulled(node, i, ev->recs, ev->n, &ev->pulled, now, &act, &out);
@@ -626,6 +631,10 @@ static void *core_main(void *arg)
 		while (!ps->qlen && !ps->stopping)
 			pthread_cond_wait(&ps->q_cv, &ps->mu);
 		if (ps->stopping) {
+			ps->core_exited = true;
+			for (unsigned i = 0; i < ps->n; i++)
+				pthread_cond_signal(&ps->v[i].act_cv);
+			pthread_cond_broadcast(&ps->cv);
 			pthread_mutex_unlock(&ps->mu);
 			break;
 		}
@@ -639,12 +648,15 @@ static void *core_main(void *arg)
 	return NULL;
 }
 
-/* The link's next action; false once stopping. */
+/* The link's next action; false once stopping.  A link waits for its
+ * action even when stopping, until the core has ended: the core may be
+ * applying the records it lent it.  Once its action is given the core is
+ * done with them. */
 static bool wait_act(peer *p, repl_act *act)
 {
 	struct peers *ps = p->all;
 	pthread_mutex_lock(&ps->mu);
-	while (!p->has_act && !ps->stopping)
+	while (!p->has_act && !ps->core_exited)
 		pthread_cond_wait(&p->act_cv, &ps->mu);
 	bool ok = p->has_act && !ps->stopping;
 	if (ok) {
@@ -831,9 +843,8 @@ int peers_start(server *srv)
 	ps->ctx = tls_ctx_new(o->tls, srv->crt, srv->key, 0);
 	if (!ps->ctx)
 		return SS_ETLS;
-	if ((rc = store_pending_count(srv->st, &ps->pending)))
-		return rc;
 	ps->node = repl_node_new(srv->st, ps->n);
+	ps->pending = repl_node_view(ps->node).parked;
 	ps->qcap = ps->n + 16;
 	ps->q = xcalloc(ps->qcap, sizeof *ps->q);
 	int err = pthread_create(&ps->core, NULL, core_main, ps);
@@ -857,18 +868,16 @@ void peers_stop(server *srv)
 	pthread_mutex_lock(&ps->mu);
 	ps->stopping = true;
 	pthread_cond_broadcast(&ps->q_cv);
-	pthread_cond_broadcast(&ps->cv); /* a forget waiting for the core */
-	for (unsigned i = 0; i < ps->n; i++) {
-		pthread_cond_signal(&ps->v[i].act_cv);
+	for (unsigned i = 0; i < ps->n; i++)
 		if (ps->v[i].fd >= 0)
 			shutdown(ps->v[i].fd, SHUT_RDWR);
-	}
+	if (!ps->core_started)
+		ps->core_exited = true; /* (links never started either) */
 	pthread_mutex_unlock(&ps->mu);
-	/* The core first: an event it has not handled may lend it a link's
-	 * records, which the link frees as it ends. */
+	/* The core ends after the event in hand, and then wakes the links and
+	 * any forget waiting for it. */
 	if (ps->core_started)
 		pthread_join(ps->core, NULL);
-	ps->core_started = false;
 	for (unsigned i = 0; i < ps->n; i++)
 		if (ps->v[i].started)
 			pthread_join(ps->v[i].thread, NULL);
@@ -965,16 +974,18 @@ bool peers_is_member(server *srv, uint64_t node)
  * core, or here when there is none (no links). */
 static int forget_parked(struct peers *ps, server *srv, uint64_t node)
 {
-	if (!ps->core_started) {
+	if (!ps->n) {
 		int rc = store_pending_drop_peer(srv->st, node);
 		return rc ? rc : store_pending_count(srv->st, &ps->pending);
 	}
+	/* done and rc live here: wait until the core has written them, or
+	 * has ended without handling the event. */
 	bool done = false;
 	int rc = 0;
 	if (!post(ps, &(core_ev){.kind = EV_FORGET, .peer = node, .done = &done, .rc = &rc}))
 		return ss_fail(SS_EUNAVAIL, "the server is stopping");
 	pthread_mutex_lock(&ps->mu);
-	while (!done && !ps->stopping)
+	while (!done && !ps->core_exited)
 		pthread_cond_wait(&ps->cv, &ps->mu);
 	bool handled = done;
 	pthread_mutex_unlock(&ps->mu);
