@@ -105,8 +105,9 @@ sim: $(B)/sim
 # Each planted bug must make the simulator fail on a seed the unplanted
 # build passes (tests/sim/selftest.sh prints the check that caught it).
 SIM_SELFTEST_SEEDS ?= 1000
+SIM_SELFTEST_HARSH ?= 300
 sim-selftest: $(B)/sim $(addprefix $(B)/sim-bug,$(SIM_BUGS))
-	@tests/sim/selftest.sh $(B) $(SIM_SELFTEST_SEEDS) $(SIM_BUGS)
+	@tests/sim/selftest.sh $(B) $(SIM_SELFTEST_SEEDS) $(SIM_SELFTEST_HARSH) $(SIM_BUGS)
 
 # ---- demo, benchmarks ----
 demo: deps all

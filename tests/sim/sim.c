@@ -152,6 +152,7 @@ static struct sim {
 	bool verbose;
 	bool wiped_writes; /* let a server with a destroyed disk take writes before it caught up */
 	bool calm;         /* the faults have stopped (heal_and_converge) */
+	bool harsh;        /* --harsh: 25 % of chunks missing at a source (not 4 %), 5x the destroyed disks and the power cuts inside a flush */
 	jmp_buf fail_jmp;
 	char fail_check[64], fail_msg[512];
 } S;
@@ -303,7 +304,7 @@ static void srv_stop(int i, bool power_cut)
 	memset(&s->acks, 0, sizeof s->acks);
 	drop_links(i);
 	for (int j = 0; j < N; j++) {
-		if (j == i || !S.s[j].up)
+		if (j == i || !S.s[j].up || !repl_node_link(S.s[j].core, (unsigned)i)->up)
 			continue;
 		repl_act act;
 		repl_outcome out = {0};
@@ -545,7 +546,7 @@ static int fetch_tree(fetch_ctx *f, const uint8_t id[HASH_LEN], unsigned depth)
 			rc = rc < 0 ? rc : 0;
 			continue;
 		}
-		if (f->faults && chance(4) && !getenv("SIM_NO_MISS")) {
+		if (f->faults && chance(S.harsh ? 25 : 4) && !getenv("SIM_NO_MISS")) {
 			S.c.missing++;
 			missing = SS_ENOENT;
 			continue;
@@ -654,6 +655,11 @@ static void took(int a, int b, int rc, const repl_act *act, const repl_outcome *
 	repl_act next;
 	while (repl_node_take_ready(A->core, &j, &next))
 		set_act(a, (int)j, &next);
+	unsigned fetching = 0;
+	for (int k = 0; k < N; k++)
+		fetching += A->act[k].kind == ACT_FETCH;
+	if (fetching > 1)
+		fail("core", "server %d has %u links fetching at once", a, fetching);
 	rebuild_check(a);
 }
 
@@ -672,7 +678,7 @@ static void link_failed(int a, int b)
 static bool cut_armed;
 static void arm_cut(int a)
 {
-	cut_armed = !S.calm && chance(2);
+	cut_armed = !S.calm && chance(S.harsh ? 10 : 2);
 	hook_fired = false;
 	if (cut_armed)
 		store_set_flush_hook(S.s[a].st, stop_inside_flush, NULL);
@@ -766,10 +772,11 @@ static void deliver_pending(void)
 	int a = (int)rn(N), b = (int)rn(N);
 	if (!S.pending[a][b].valid)
 		return;
-	S.held[a][b] = S.pending[a][b];
 	S.pending[a][b].valid = false;
-	if (S.s[a].up && S.s[a].act[b].kind == ACT_PULL)
-		pulled(a, b, S.held[a][b].stale);
+	if (!S.s[a].up || S.s[a].act[b].kind != ACT_PULL)
+		return; /* (not reached: a link that broke lost its replies) */
+	S.held[a][b] = S.pending[a][b];
+	pulled(a, b, S.held[a][b].stale);
 	quorum_update();
 }
 
@@ -787,6 +794,13 @@ static void fetch(int a, int b)
 	if (rc) {
 		link_failed(a, b);
 		return;
+	}
+	/* Now and then garbage is collected between the fetch and the apply
+	 * (the server's maintenance thread runs any time): the lease keeps
+	 * the fetched chunks, which no version references yet. */
+	if (chance(10)) {
+		MUST(store_gc(A->st, NULL));
+		S.c.gcs++;
 	}
 	repl_act next;
 	repl_outcome out = {0};
@@ -1364,7 +1378,7 @@ static int run(uint64_t seed, unsigned steps)
 			int i = (int)rn(N);
 			if (S.s[i].up)
 				housekeeping(i);
-		} else if (r < 904) {
+		} else if (r < (S.harsh ? 920u : 904u)) {
 			destroy_disk();
 		} else if (r < 960) {
 			link_step((int)rn(N), (int)rn(N), true);
@@ -1413,10 +1427,12 @@ int main(int argc, char **argv)
 			MS = (int64_t)(strtod(argv[++i], NULL) * 1e6);
 		else if (!strcmp(argv[i], "--wiped-writes"))
 			S.wiped_writes = true;
+		else if (!strcmp(argv[i], "--harsh"))
+			S.harsh = true;
 		else if (!strcmp(argv[i], "-v"))
 			S.verbose = true;
 		else {
-			fprintf(stderr, "usage: %s [--seeds N] [--first S] [--seed S] [--steps K] [--tick-ms T] [--wiped-writes] [-v]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--seeds N] [--first S] [--seed S] [--steps K] [--tick-ms T] [--wiped-writes] [--harsh] [-v]\n", argv[0]);
 			return 2;
 		}
 	}
