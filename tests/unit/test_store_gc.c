@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,25 @@
 /* ---- helpers ---- */
 
 static char tdir[256]; /* the test's data directory */
+
+/* This executable's fsync fails with EIO for the next fail_fsync_seg calls
+ * on a segment file (as in test_store.c). */
+static int fail_fsync_seg;
+
+int fsync(int fd)
+{
+	if (fail_fsync_seg) {
+		char link[64], target[512];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t l = readlink(link, target, sizeof target - 1);
+		if (l > 4 && !memcmp(target + l - 4, ".seg", 4)) {
+			fail_fsync_seg--;
+			errno = EIO;
+			return -1;
+		}
+	}
+	return (int)syscall(SYS_fsync, fd);
+}
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -812,6 +832,42 @@ static void free_mixed(mixed_t *m)
 	free_file(&m->gone);
 }
 
+/*
+ * A segment fsync that fails inside garbage collection's copy step marks
+ * the segment lost, and GC gives up with the error.  A put made before it
+ * whose record sits in that segment was not durable: the next flush must
+ * not index it (the next seg_sync skips lost segments and returns 0), but
+ * report it lost, so it is sent again.  (A review of the O_DIRECT staging
+ * on wip/segment-odirect found this broken there; main holds.)
+ */
+static void test_gc_failed_sync_loses_pending_put(void **state)
+{
+	store *st = open_seg_max(256 * KiB);
+	mixed_t m = mk_mixed(st, 40);
+	assert_ok(store_flush(st));
+	chunk_t x = mk_chunk(777777, 8 * KiB);
+	put_ok(st, &x); /* not flushed: in the active segment */
+	fail_fsync_seg = 1;
+	store_gc_stats gs;
+	int rc = store_gc(st, &gs);
+	fail_fsync_seg = 0;
+	assert_true(rc != 0);
+	rc = store_flush(st);
+	assert_int_equal(rc, SS_EIO);
+	assert_msg(rc, "lost");
+	assert_int_equal(store_has(st, x.id), 0);
+	/* Sent again, it is stored; nothing kept was lost. */
+	put_ok(st, &x);
+	assert_ok(store_flush(st));
+	store_close(st);
+	st = open_seg_max(256 * KiB);
+	get_ok(st, &x);
+	verify_current(st, "keep", &m.keep);
+	store_close(st);
+	free(x.data);
+	free_mixed(&m);
+}
+
 static void test_gc_compacts_half_garbage_segment(void **state)
 {
 	store *st = open_seg_max(256 * KiB);
@@ -1161,6 +1217,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc_stops_on_missing_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_keeps_damaged_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_failed_sync_loses_pending_put, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
