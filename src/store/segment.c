@@ -31,12 +31,9 @@
  * Any whole record is genuinely the chunk its id names, so recovery may
  * index whatever whole records it finds.
  *
- * Costs and limits: an append is a copy into the active segment's staging
- * buffer (the caller has hashed the bytes already), written out with
- * O_DIRECT a MiB at a time and at every sync, so no page-cache pages are
- * filled, zeroed and written back for bytes rarely read again soon; a read
- * is two preads (or copies from the stage) and one SHA-256 (~2 GB/s), on
- * every read, so corruption on disk is never served.  At most SEG_OPEN_MAX file
+ * Costs and limits: an append is one pwritev (the caller has hashed the
+ * bytes already); a read is two preads and one SHA-256 (~2 GB/s), on every
+ * read, so corruption on disk is never served.  At most SEG_OPEN_MAX file
  * descriptors stay open for reads; idle, clean ones are closed first.
  */
 #include "segment.h"
@@ -79,23 +76,7 @@ struct seg_set {
 	unsigned nopen;
 	uint64_t tick;
 	bool dir_dirty; /* a segment was created since the last directory fsync */
-	/* Write-behind staging of the active segment's tail (under append_mu;
-	 * stage_num and stage_base also under mu, so readers can test them).
-	 * Appends are copied into an aligned buffer and written in aligned
-	 * blocks with O_DIRECT: no page-cache pages are filled (and zeroed,
-	 * and written back) for bytes a peer or a client rarely reads back
-	 * soon.  Bytes from stage_base to the segment's size live only here
-	 * until the next aligned write or seg_sync. */
-	uint8_t *stage;      /* SEG_STAGE_CAP bytes, SEG_ALIGN-aligned */
-	uint32_t stage_num;  /* the staged segment, 0: none */
-	int stage_fd;        /* O_DIRECT fd of it, or -1: write through its fd */
-	uint64_t stage_base; /* file offset of stage[0], a multiple of SEG_ALIGN */
-	bool no_direct;      /* O_DIRECT writes were refused once: buffered from then on */
 };
-
-#define SEG_ALIGN 4096u
-#define SEG_STAGE_FLUSH (1u << 20) /* write the aligned part past this */
-#define SEG_STAGE_CAP (SEG_STAGE_FLUSH + SEG_CHUNK_MAX + 4 * SEG_ALIGN) /* > flush + align + record */
 
 void seg_id_abbrev(const uint8_t id[HASH_LEN], char out[SEG_ID_ABBREV])
 {
@@ -154,72 +135,6 @@ static int seg_pwritev_full(int fd, struct iovec *iov, int n, uint64_t off)
 			iov->iov_len -= (size_t)w;
 		}
 	}
-	return 0;
-}
-
-static int seg_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
-{
-	struct iovec iov = {(void *)p, n};
-	return seg_pwritev_full(fd, &iov, 1, off);
-}
-
-/* Write the staged bytes [0, len) at stage_base; with pad, the last
- * partial block too (zero-padded to SEG_ALIGN), and cut the file back to
- * its size.  Without pad only whole blocks go, and they leave the stage.
- * Caller holds append_mu.  -1 with errno set on failure. */
-static int stage_write(seg_set *ss, uint64_t size, int fd, bool pad)
-{
-	size_t len = (size_t)(size - ss->stage_base);
-	size_t whole = len & ~(size_t)(SEG_ALIGN - 1);
-	size_t n = pad ? (len + SEG_ALIGN - 1) & ~(size_t)(SEG_ALIGN - 1) : whole;
-	if (!n)
-		return 0;
-	if (n > len)
-		memset(ss->stage + len, 0, n - len);
-	int wfd = ss->stage_fd >= 0 ? ss->stage_fd : fd;
-	if (seg_pwrite_full(wfd, ss->stage, n, ss->stage_base) < 0) {
-		if (wfd == fd || errno != EINVAL)
-			return -1;
-		/* O_DIRECT refused after the open succeeded, or a short write
-		 * (a size limit) left an unaligned rest: the same bytes through
-		 * the page cache, and so from now on, so that the real error
-		 * (ENOSPC, EFBIG) comes back if there is one. */
-		log_warn("segment writes without O_DIRECT from now on: %s", strerror(errno));
-		close(ss->stage_fd);
-		ss->stage_fd = -1;
-		ss->no_direct = true;
-		if (seg_pwrite_full(fd, ss->stage, n, ss->stage_base) < 0)
-			return -1;
-	}
-	if (pad) {
-		if (n > len && ftruncate(fd, (off_t)size) < 0)
-			return -1;
-		return 0;
-	}
-	memmove(ss->stage, ss->stage + whole, len - whole);
-	pthread_mutex_lock(&ss->mu);
-	ss->stage_base += whole;
-	pthread_mutex_unlock(&ss->mu);
-	return 0;
-}
-
-/* Stop staging (after writing what is staged, with flush; if that write
- * fails, -1 with errno set and the stage stays).  Caller holds append_mu
- * and mu; fd is the staged segment's fd. */
-static int stage_drop(seg_set *ss, int fd, uint64_t size, bool flush)
-{
-	if (ss->stage_num && flush && fd >= 0) {
-		pthread_mutex_unlock(&ss->mu);
-		int wrc = stage_write(ss, size, fd, true);
-		pthread_mutex_lock(&ss->mu);
-		if (wrc < 0)
-			return -1;
-	}
-	if (ss->stage_fd >= 0)
-		close(ss->stage_fd);
-	ss->stage_fd = -1;
-	ss->stage_num = 0;
-	ss->stage_base = 0;
 	return 0;
 }
 
@@ -358,23 +273,12 @@ int seg_open(const char *dir, seg_set **out)
 	pthread_mutex_init(&ss->mu, NULL);
 	pthread_cond_init(&ss->idle_cv, NULL);
 	ss->max = STORE_SEGMENT_MAX;
-	ss->stage_fd = -1;
 	*out = ss;
 	return 0;
 }
 
 void seg_power_cut(seg_set *ss, unsigned keep_permille)
 {
-	/* What is staged reaches the file first, as page-cache bytes would
-	 * have; then the cut decides what "survives". */
-	pthread_mutex_lock(&ss->append_mu);
-	pthread_mutex_lock(&ss->mu);
-	if (ss->stage_num) {
-		int i = seg_find(ss, ss->stage_num);
-		stage_drop(ss, i >= 0 ? ss->v[i].fd : -1, i >= 0 ? ss->v[i].size : 0, i >= 0);
-	}
-	pthread_mutex_unlock(&ss->mu);
-	pthread_mutex_unlock(&ss->append_mu);
 	pthread_mutex_lock(&ss->mu);
 	for (unsigned i = 0; i < ss->n; i++) {
 		seg_ent *e = &ss->v[i];
@@ -392,14 +296,6 @@ void seg_close(seg_set *ss)
 {
 	if (!ss)
 		return;
-	if (ss->stage_num) {
-		int i = seg_find(ss, ss->stage_num);
-		pthread_mutex_lock(&ss->mu);
-		if (i >= 0 && stage_drop(ss, ss->v[i].fd, ss->v[i].size, true) < 0)
-			log_warn("cannot write the tail of segment %08u: %s", ss->v[i].num, strerror(errno));
-		pthread_mutex_unlock(&ss->mu);
-	}
-	free(ss->stage);
 	for (unsigned i = 0; i < ss->n; i++) {
 		SS_ASSERT(ss->v[i].users == 0);
 		if (ss->v[i].fd >= 0)
@@ -597,20 +493,6 @@ static int seg_create(seg_set *ss)
 		unlink(path);
 		return rc;
 	}
-	if (ss->n && ss->stage_num == ss->v[ss->n - 1].num) {
-		/* The old segment's staged tail goes to its file before it is
-		 * sealed; seg_sync then covers it like any dirty segment.  If
-		 * that write fails nothing rolls and the stage stays (the
-		 * append fails; a later one tries again).  A lost segment's
-		 * tail is not written at all: its records are dropped. */
-		seg_ent *old = &ss->v[ss->n - 1];
-		if (stage_drop(ss, old->fd, old->size, !old->lost) < 0) {
-			int rc = ss_fail_errno("cannot write segment %08u", ss->v[ss->n - 1].num);
-			close(fd);
-			unlink(path);
-			return rc;
-		}
-	}
 	if (ss->n)
 		ss->v[ss->n - 1].sealed = true;
 	seg_push(ss, num, SEG_FILE_HDR);
@@ -633,27 +515,6 @@ int seg_roll(seg_set *ss)
 	return rc;
 }
 
-/* Start staging segment idx (the active one) at its append point.  Caller
- * holds append_mu and mu. */
-static int stage_begin(seg_set *ss, unsigned idx, int fd)
-{
-	seg_ent *e = &ss->v[idx];
-	if (!ss->stage && !(ss->stage = aligned_alloc(SEG_ALIGN, SEG_STAGE_CAP)))
-		return ss_fail(SS_ENOMEM, "out of memory");
-	uint64_t base = e->size & ~(uint64_t)(SEG_ALIGN - 1);
-	size_t part = (size_t)(e->size - base);
-	if (part && seg_pread(fd, ss->stage, part, base) != (ssize_t)part)
-		return ss_fail_errno("cannot read the tail of segment %08u", e->num);
-	char path[PATH_MAX];
-	seg_path(ss, e->num, path);
-	/* Where O_DIRECT is refused (tmpfs), the same aligned writes go
-	 * through the page cache. */
-	ss->stage_fd = ss->no_direct ? -1 : open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-	ss->stage_num = e->num;
-	ss->stage_base = base;
-	return 0;
-}
-
 int seg_append(seg_set *ss, const uint8_t id[HASH_LEN], const void *data, uint32_t len, seg_loc *loc)
 {
 	SS_ASSERT(len <= SEG_CHUNK_MAX);
@@ -672,47 +533,38 @@ int seg_append(seg_set *ss, const uint8_t id[HASH_LEN], const void *data, uint32
 	num = ss->v[ss->n - 1].num;
 	off = ss->v[ss->n - 1].size;
 	rc = seg_pin(ss, ss->n - 1, &fd);
-	if (!rc && ss->stage_num != num) {
-		if (ss->stage_num) /* a stale stage (cannot happen: seg_create drops it) */
-			stage_drop(ss, -1, 0, false);
-		rc = stage_begin(ss, ss->n - 1, fd);
-		if (rc)
-			seg_unpin(ss, num);
-	}
 	pthread_mutex_unlock(&ss->mu);
 	if (rc)
 		goto out;
 
-	uint8_t *h = ss->stage + (off - ss->stage_base);
-	bool failed = false;
-	if (off - ss->stage_base + SEG_REC_HDR + len > SEG_STAGE_CAP) {
-		failed = stage_write(ss, off, fd, false) < 0;
-		h = ss->stage + (off - ss->stage_base);
-	}
-	if (!failed) {
-		memcpy(h, SEG_REC_MAGIC, 4);
-		le32(h + 4, 0);
-		le32(h + 8, len);
-		le32(h + 12, 0);
-		memcpy(h + 16, id, HASH_LEN);
-		if (len)
-			memcpy(h + SEG_REC_HDR, data, len);
-		if (off + SEG_REC_HDR + len - ss->stage_base >= SEG_STAGE_FLUSH)
-			failed = stage_write(ss, off + SEG_REC_HDR + len, fd, false) < 0;
-	}
-	pthread_mutex_lock(&ss->mu);
-	int i = seg_find(ss, num);
-	if (failed) {
-		/* Not a failed fsync: nothing the kernel held was dropped.  The
-		 * staged records before this one stay staged (a later write or
-		 * seg_sync takes them out); this record is not appended. */
+	uint8_t h[SEG_REC_HDR];
+	memcpy(h, SEG_REC_MAGIC, 4);
+	le32(h + 4, 0);
+	le32(h + 8, len);
+	le32(h + 12, 0);
+	memcpy(h + 16, id, HASH_LEN);
+	struct iovec iov[2] = {{h, sizeof h}, {(void *)data, len}};
+	bool seal = false;
+	if (seg_pwritev_full(fd, iov, len ? 2 : 1, off) < 0) {
 		char ab[SEG_ID_ABBREV];
 		seg_id_abbrev(id, ab);
 		rc = ss_fail_errno("cannot store chunk %s in segment %08u", ab, num);
-	} else {
+		/* Cut the partial record so the space comes back and the file
+		 * ends with a whole record.  If even that fails, the next append
+		 * starts a new segment; recovery cuts this tail at open. */
+		int saved = errno;
+		if (ftruncate(fd, (off_t)off) < 0)
+			seal = true;
+		errno = saved;
+	}
+	pthread_mutex_lock(&ss->mu);
+	int i = seg_find(ss, num);
+	if (!rc) {
 		ss->v[i].size = off + SEG_REC_HDR + len;
 		*loc = (seg_loc){.seg = num, .len = len, .off = off};
 	}
+	if (seal)
+		ss->v[i].sealed = true;
 	seg_unpin(ss, num);
 	pthread_mutex_unlock(&ss->mu);
 out:
@@ -729,35 +581,7 @@ typedef struct seg_dirty {
 int seg_sync(seg_set *ss)
 {
 	int rc = 0;
-	/* The staged tail reaches the file before the snapshot, and no append
-	 * slips in between (append_mu), so the fsync covers what is claimed. */
-	pthread_mutex_lock(&ss->append_mu);
 	pthread_mutex_lock(&ss->mu);
-	/* If the staged tail cannot be written, only what is on the file
-	 * (below stage_base) is fsynced and claimed; the flush fails and its
-	 * chunks stay pending, written and synced by a later flush. */
-	uint32_t unwritten_num = 0;
-	uint64_t unwritten_from = 0;
-	if (ss->stage_num) {
-		int si = seg_find(ss, ss->stage_num);
-		SS_ASSERT(si >= 0);
-		seg_ent *se = &ss->v[si];
-		if (se->synced < se->size && !se->lost) {
-			int fd = se->fd;
-			uint64_t size = se->size;
-			uint32_t num = se->num;
-			pthread_mutex_unlock(&ss->mu);
-			int wrc = stage_write(ss, size, fd, true);
-			if (wrc < 0)
-				rc = ss_fail_errno("cannot write segment %08u", num);
-			pthread_mutex_lock(&ss->mu);
-			if (wrc < 0) {
-				unwritten_num = num;
-				unwritten_from = ss->stage_base;
-			}
-		}
-	}
-	pthread_mutex_unlock(&ss->append_mu);
 	bool dir = ss->dir_dirty;
 	ss->dir_dirty = false;
 	unsigned n = 0;
@@ -775,8 +599,7 @@ int seg_sync(seg_set *ss)
 		int fd;
 		SS_ASSERT(e->fd >= 0);
 		seg_pin(ss, i, &fd);
-		uint64_t upto = e->num == unwritten_num && unwritten_from < e->size ? unwritten_from : e->size;
-		d[n++] = (seg_dirty){e->num, fd, upto};
+		d[n++] = (seg_dirty){e->num, fd, e->size};
 	}
 	pthread_mutex_unlock(&ss->mu);
 
@@ -816,21 +639,6 @@ int seg_sync(seg_set *ss)
 	return rc;
 }
 
-/* Read [off, off + n) of the staged segment: below stage_base from the
- * file, the rest from the stage.  Caller holds append_mu. */
-static ssize_t stage_pread(seg_set *ss, int fd, void *p, size_t n, uint64_t off)
-{
-	size_t disk = off < ss->stage_base ? (size_t)MIN((uint64_t)n, ss->stage_base - off) : 0;
-	if (disk) {
-		ssize_t r = seg_pread(fd, p, disk, off);
-		if (r < (ssize_t)disk)
-			return r;
-	}
-	if (disk < n) /* (a range wholly below stage_base has nothing staged) */
-		memcpy((uint8_t *)p + disk, ss->stage + (off + disk - ss->stage_base), n - disk);
-	return (ssize_t)n;
-}
-
 int seg_read(seg_set *ss, const seg_loc *loc, const uint8_t id[HASH_LEN], buf *out)
 {
 	char ab[SEG_ID_ABBREV];
@@ -841,9 +649,6 @@ int seg_read(seg_set *ss, const seg_loc *loc, const uint8_t id[HASH_LEN], buf *o
 	/* A segment being removed (store_gc) reads as missing: its records
 	 * were moved or dropped, and the caller looks the chunk up again. */
 	rc = idx < 0 || ss->v[idx].dying ? SS_ENOENT : seg_pin(ss, (unsigned)idx, &fd);
-	/* A record (partly) still in the stage is read from there, with
-	 * append_mu held so that the stage cannot move meanwhile. */
-	bool staged = !rc && ss->stage_num == loc->seg && seg_loc_end(loc) > ss->stage_base;
 	pthread_mutex_unlock(&ss->mu);
 	if (rc) {
 		seg_id_abbrev(id, ab);
@@ -852,29 +657,14 @@ int seg_read(seg_set *ss, const seg_loc *loc, const uint8_t id[HASH_LEN], buf *o
 				       loc->seg);
 		return rc;
 	}
-	bool past = false;
-	if (staged) {
-		pthread_mutex_lock(&ss->append_mu);
-		pthread_mutex_lock(&ss->mu);
-		staged = ss->stage_num == loc->seg && seg_loc_end(loc) > ss->stage_base;
-		/* A location past the segment's end (an index that does not
-		 * match the file) must not read past the stage. */
-		int k = seg_find(ss, loc->seg);
-		past = staged && (k < 0 || seg_loc_end(loc) > ss->v[k].size);
-		pthread_mutex_unlock(&ss->mu);
-		if (!staged || past)
-			pthread_mutex_unlock(&ss->append_mu);
-		staged = staged && !past;
-	}
 
 	uint8_t h[SEG_REC_HDR], sum[HASH_LEN];
-	ssize_t r = past ? 0 : staged ? stage_pread(ss, fd, h, sizeof h, loc->off) : seg_pread(fd, h, sizeof h, loc->off);
+	ssize_t r = seg_pread(fd, h, sizeof h, loc->off);
 	if (r == SEG_REC_HDR && !memcmp(h, SEG_REC_MAGIC, 4) && !rd32(h + 4) && !rd32(h + 12) &&
 	    rd32(h + 8) == loc->len && !memcmp(h + 16, id, HASH_LEN)) {
 		if ((rc = buf_reserve(out, loc->len)))
 			goto out;
-		r = staged ? stage_pread(ss, fd, out->p, loc->len, loc->off + SEG_REC_HDR)
-			   : seg_pread(fd, out->p, loc->len, loc->off + SEG_REC_HDR);
+		r = seg_pread(fd, out->p, loc->len, loc->off + SEG_REC_HDR);
 		if (r == (ssize_t)loc->len) {
 			sha256(out->p, loc->len, sum);
 			if (!memcmp(sum, id, HASH_LEN)) {
@@ -891,8 +681,6 @@ int seg_read(seg_set *ss, const seg_loc *loc, const uint8_t id[HASH_LEN], buf *o
 		rc = ss_fail(SS_ECORRUPT, "chunk %s: corrupt on disk (segment %08u offset %llu)", ab, loc->seg,
 			     (unsigned long long)loc->off);
 out:
-	if (staged)
-		pthread_mutex_unlock(&ss->append_mu);
 	pthread_mutex_lock(&ss->mu);
 	seg_unpin(ss, loc->seg);
 	pthread_mutex_unlock(&ss->mu);

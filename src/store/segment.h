@@ -64,18 +64,13 @@ typedef int (*seg_found_fn)(void *ctx, const seg_loc *loc, const uint8_t id[HASH
 #define SEG_CUT 1
 int seg_recover(seg_set *ss, uint32_t num, uint64_t indexed_end, seg_found_fn fn, void *ctx);
 
-/* Append one record to the active segment: copied into the staging buffer
- * (see segment.c), written out with O_DIRECT a MiB at a time.  On failure
- * (a full disk refusing a write out) this record is not appended, nothing
- * before it is dropped, and the set stays usable. */
+/* Append one record to the active segment.  On failure (a full disk) the
+ * partial record is cut off again and the set stays usable. */
 int seg_append(seg_set *ss, const uint8_t id[HASH_LEN], const void *data, uint32_t len, seg_loc *loc);
 
 /*
- * Make every record appended before the call durable: write the staged
- * tail, fsync each segment written since the last sync, and the directory
- * if a segment was created.  If the staged tail cannot be written (a full
- * disk) only what is on the file is fsynced and the error returned; the
- * staged records stay staged for the next sync.
+ * Make every record appended before the call durable: fsync each segment
+ * written since the last sync, and the directory if a segment was created.
  * A segment whose fsync fails is marked lost (see seg_lost) and sealed: the
  * kernel may have dropped its dirty pages, so the records appended to it
  * since its last successful sync must be treated as never written.

@@ -1824,7 +1824,7 @@ int store_forget(store *st, const uint8_t id[HASH_LEN])
 	return rc ? rc : urc;
 }
 
-static size_t store_drop_lost(store *st)
+static void store_drop_lost(store *st)
 {
 	size_t n = 0;
 	uint8_t (*ids)[HASH_LEN] = xmalloc((st->pend.n + 1) * HASH_LEN);
@@ -1842,7 +1842,6 @@ static size_t store_drop_lost(store *st)
 	if (n)
 		log_err("%zu chunks not yet durable were lost with a segment whose fsync failed; "
 			"they must be sent again", n);
-	return n;
 }
 
 int store_flush(store *st)
@@ -1884,12 +1883,6 @@ int store_flush(store *st)
 			lost = true;
 #else
 		rc = seg_sync(st->segs);
-		/* A segment may have been lost by another caller's sync (garbage
-		 * collection's): its rows here were never made durable. */
-		for (size_t i = 0; i < n && !rc; i++)
-			if (seg_lost(st->segs, rows[i].loc.seg))
-				rc = ss_fail(SS_EIO, "segment %08u was lost before its chunks were synced",
-					     rows[i].loc.seg);
 		if (rc) {
 			lost = true;
 		} else if (st->flush_hook && st->flush_hook(st->flush_hook_ctx)) {
@@ -1915,10 +1908,8 @@ int store_flush(store *st)
 				st->pend = (pend_table){0};
 			}
 		} else if (lost) {
-			/* Rows in a lost segment go (sent again); the others stay
-			 * pending for the next flush (a write that failed, e.g. a
-			 * full disk, dropped nothing). */
-			reset = store_drop_lost(st) > 0;
+			store_drop_lost(st);
+			reset = true;
 		}
 		free(rows);
 		st->flushing = false;
