@@ -122,7 +122,7 @@ static void *scrub_main(void *arg)
 	while (!server_stopping(srv)) {
 		double t0 = now_mono();
 		store_scrub_result r;
-		int rc = store_scrub(srv->st, cursor, slice, bad + (size_t)nbad * HASH_LEN, SCRUB_MAX_BAD - nbad, &r);
+		int rc = store_scrub(srv->st, cursor, slice, bad, SCRUB_MAX_BAD, &r);
 		if (rc) {
 			log_warn("scrub: %s", ss_errmsg(rc));
 			server_sleep(srv, 10000);
@@ -131,8 +131,10 @@ static void *scrub_main(void *arg)
 		chunks += r.chunks;
 		bytes += r.bytes;
 		found += r.nbad;
-		nbad += r.nbad < SCRUB_MAX_BAD - nbad ? r.nbad : SCRUB_MAX_BAD - nbad;
-		if (nbad)
+		/* What this slice forgot, and what earlier ones (or reads, or a
+		 * run before a restart) could not repair yet: the store keeps
+		 * the list (store_wanted). */
+		if (!store_wanted(srv->st, bad, SCRUB_MAX_BAD, &nbad) && nbad)
 			nbad -= peers_repair(srv, bad, nbad);
 		if (!r.done) {
 			int spent = (int)((now_mono() - t0) * 1000);
@@ -147,7 +149,7 @@ static void *scrub_main(void *arg)
 				 now_mono() - pass_start, (unsigned long long)chunks, sz, (unsigned long long)found, nbad);
 		chunks = bytes = found = 0;
 		server_sleep(srv, srv->opts->scrub_interval_ms);
-		if (nbad)
+		if (!store_wanted(srv->st, bad, SCRUB_MAX_BAD, &nbad) && nbad)
 			nbad -= peers_repair(srv, bad, nbad);
 		pass_start = now_mono();
 	}

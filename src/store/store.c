@@ -443,6 +443,11 @@ struct store {
 	ns_sum ns, ns_txn;
 	uint64_t vv_clock; /* see vv_bump; under db_mu */
 	bool clock_loaded;
+	/* Chunks found corrupt here and forgotten, wanted from a peer again
+	 * (store_wanted): "want:<hex>" rows of settings, and this copy of
+	 * them.  Under db_mu. */
+	uint8_t (*want)[HASH_LEN];
+	unsigned nwant, capwant;
 	uint64_t index_id;             /* names this store's sequence space */
 	uint64_t gone_gen;             /* bumped (under mu) before a chunk leaves the index */
 	bool fresh_db;                 /* meta.db was created by this open */
@@ -596,6 +601,65 @@ static int db_chunk_loc(store *st, const uint8_t id[HASH_LEN], seg_loc *loc)
 
 /* Insert chunk rows and advance the segments' indexed ends, in one
  * transaction.  The rows' bytes must be durable already. */
+/* ---- chunks wanted again (caller holds db_mu) ---- */
+
+static int want_find(const store *st, const uint8_t id[HASH_LEN])
+{
+	for (unsigned i = 0; i < st->nwant; i++)
+		if (!memcmp(st->want[i], id, HASH_LEN))
+			return (int)i;
+	return -1;
+}
+
+static int want_row(store *st, const uint8_t id[HASH_LEN], bool add)
+{
+	char key[8 + HASH_HEX_LEN + 1];
+	memcpy(key, "want:", 5);
+	hex_encode(id, HASH_LEN, key + 5);
+	sqlite3_stmt *s;
+	int src = sqlite3_prepare_v2(st->db,
+				     add ? "INSERT OR REPLACE INTO settings(key, value) VALUES (?1, 1)"
+					 : "DELETE FROM settings WHERE key = ?1",
+				     -1, &s, NULL);
+	if (src != SQLITE_OK)
+		return db_fail(st, src, "cannot record a chunk wanted again");
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
+	int rc = db_step_done(st, s, "cannot record a chunk wanted again");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static void want_add_mem(store *st, const uint8_t id[HASH_LEN])
+{
+	if (want_find(st, id) >= 0)
+		return;
+	if (st->nwant == st->capwant) {
+		st->capwant = st->capwant ? st->capwant * 2 : 16;
+		st->want = xrealloc(st->want, st->capwant * sizeof *st->want);
+	}
+	memcpy(st->want[st->nwant++], id, HASH_LEN);
+}
+
+static void want_del_mem(store *st, unsigned i) { memcpy(st->want[i], st->want[--st->nwant], HASH_LEN); }
+
+static int want_load_one(void *ctx, const char *key, const char *value)
+{
+	uint8_t id[HASH_LEN];
+	if (strlen(key) == 5 + HASH_HEX_LEN && !hex_decode(key + 5, id, HASH_LEN))
+		want_add_mem(ctx, id);
+	return 0;
+}
+
+int store_wanted(store *st, uint8_t *ids, unsigned max, unsigned *n)
+{
+	pthread_mutex_lock(&st->db_mu);
+	*n = MIN(max, st->nwant);
+	if (*n)
+		memcpy(ids, st->want, (size_t)*n * HASH_LEN);
+	pthread_mutex_unlock(&st->db_mu);
+	return 0;
+}
+
 static int db_index(store *st, const pend_ent *rows, size_t n)
 {
 	struct seg_end {
@@ -620,6 +684,10 @@ static int db_index(store *st, const pend_ent *rows, size_t n)
 			added++;
 			bytes += r->loc.len;
 		}
+		/* A chunk wanted again is here again (the want row goes with
+		 * this transaction; the copy below after its commit). */
+		if (st->nwant && want_find(st, r->id) >= 0 && (rc = want_row(st, r->id, false)))
+			break;
 		if (r->node) {
 			sqlite3_bind_blob(st->q[Q_NODE_ADD], 1, r->id, HASH_LEN, SQLITE_STATIC);
 			if ((rc = db_step_done(st, st->q[Q_NODE_ADD], "cannot index tree nodes")))
@@ -656,6 +724,11 @@ static int db_index(store *st, const pend_ent *rows, size_t n)
 	}
 	st->nchunks += added;
 	st->chunk_bytes += bytes;
+	for (size_t i = 0; i < n && st->nwant; i++) {
+		int k = want_find(st, rows[i].id);
+		if (k >= 0)
+			want_del_mem(st, (unsigned)k);
+	}
 	return 0;
 }
 
@@ -945,6 +1018,7 @@ static void store_free(store *st)
 	pthread_cond_destroy(&st->flusher_cv);
 	free(st->pend.v);
 	free(st->leases);
+	free(st->want);
 	free(st);
 }
 
@@ -1377,7 +1451,7 @@ int store_open(const char *dir, store **out)
 	    /* The schema is current now (store_db_open adds what is new). */
 	    (format < STORE_FORMAT && (rc = format_write(st))) || (rc = seg_open(segdir, &st->segs)) ||
 	    (rc = store_recover(st)) || (rc = store_count_chunks(st)) || (rc = store_count_namespace(st)) ||
-	    (rc = store_load_index_id(st)))
+	    (rc = store_load_index_id(st)) || (rc = store_setting_list(st, "want:", want_load_one, st)))
 		goto fail;
 	int err = pthread_create(&st->flusher, NULL, flusher_main, st);
 	if (err) {
@@ -1807,15 +1881,30 @@ int store_forget(store *st, const uint8_t id[HASH_LEN])
 	}
 	pthread_mutex_unlock(&st->mu);
 	pthread_mutex_lock(&st->db_mu);
+	/* Gone from the index and wanted from a peer again, in one
+	 * transaction: a restart keeps asking for it (store_wanted). */
 	sqlite3_stmt *s;
-	int src = sqlite3_prepare_v2(st->db, "DELETE FROM chunks WHERE id = ?1", -1, &s, NULL);
-	int rc = src == SQLITE_OK ? 0 : db_fail(st, src, "cannot forget a chunk");
-	if (!rc) {
+	bool gone = false;
+	int rc = db_begin(st);
+	int src = rc ? SQLITE_OK : sqlite3_prepare_v2(st->db, "DELETE FROM chunks WHERE id = ?1", -1, &s, NULL);
+	if (!rc && src != SQLITE_OK)
+		rc = db_fail(st, src, "cannot forget a chunk");
+	else if (!rc) {
 		sqlite3_bind_blob(s, 1, id, HASH_LEN, SQLITE_STATIC);
 		rc = db_step_done(st, s, "cannot forget a chunk");
-		if (!rc && sqlite3_changes(st->db) > 0 && st->nchunks > 0)
-			st->nchunks--;
+		gone = !rc && sqlite3_changes(st->db) > 0;
 		sqlite3_finalize(s);
+	}
+	if (!rc)
+		rc = want_row(st, id, true);
+	if (!rc)
+		rc = db_commit(st, "cannot forget a chunk");
+	if (rc) {
+		db_rollback(st);
+	} else {
+		if (gone && st->nchunks > 0)
+			st->nchunks--;
+		want_add_mem(st, id);
 	}
 	pthread_mutex_unlock(&st->db_mu);
 	/* After the chunk is gone, so a node checked meanwhile is cleared too
@@ -3902,6 +3991,22 @@ static int gc_prune_segment_rows(store *st)
 	return rc;
 }
 
+/* Chunks wanted again that no kept version or parked record reaches any
+ * more need no repair: their rows go. */
+static int want_prune(store *st, const idset *live)
+{
+	pthread_mutex_lock(&st->db_mu);
+	int rc = 0;
+	for (unsigned i = 0; i < st->nwant && !rc;) {
+		if (idset_has(live, st->want[i]))
+			i++;
+		else if (!(rc = want_row(st, st->want[i], false)))
+			want_del_mem(st, i);
+	}
+	pthread_mutex_unlock(&st->db_mu);
+	return rc;
+}
+
 int store_gc(store *st, store_gc_stats *out)
 {
 	store_gc_stats stats = {0};
@@ -3928,6 +4033,8 @@ int store_gc(store *st, store_gc_stats *out)
 		rc = gc_mark_versions(&g, false);
 	if (!rc)
 		rc = gc_mark_pending(&g, false);
+	if (!rc)
+		rc = want_prune(st, &g.live);
 	if (!rc)
 		rc = gc_sweep(&g);
 	if (!rc)

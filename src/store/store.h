@@ -335,6 +335,15 @@ typedef struct store_scrub_result {
 } store_scrub_result;
 int store_scrub(store *st, uint8_t cursor[HASH_LEN], uint64_t budget, uint8_t *bad, unsigned maxbad,
 		store_scrub_result *out);
+/*
+ * Chunks found corrupt here and forgotten (by scrub, or by a read that
+ * failed to verify: store_forget) are wanted from a peer again until they
+ * are indexed here again, however they come (a repair, a client's upload,
+ * replication), or until garbage collection finds nothing that reaches
+ * them.  The list survives restarts (settings rows "want:<hex>").  Up to
+ * max of them into ids; *n gets how many.
+ */
+int store_wanted(store *st, uint8_t *ids, unsigned max, unsigned *n);
 
 typedef struct store_gc_stats {
 	uint64_t chunks_dropped, bytes_dropped;   /* index entries removed */

@@ -58,6 +58,7 @@
 #include "chunk/chunk.h"
 #include "core/repl.h"
 #include "core/resolve.h"
+#include "store/segment.h"
 #include "core/acks.h"
 #include "core/apply.h"
 #include "core/link.h"
@@ -115,6 +116,8 @@ typedef struct server {
 	uint64_t parked;      /* its parked records, as last counted */
 	bool rebuilding;      /* disk destroyed or restored, not caught up with every peer yet */
 	bool has_backup;      /* dir.bak holds an older copy of the (closed) data directory */
+	bool rotted;          /* a byte of a stored chunk flipped on its disk, not scrubbed yet */
+	bool bak_rotted;      /* so was the backup */
 } server;
 
 typedef struct write_ev {
@@ -133,7 +136,7 @@ typedef struct counters {
 	uint64_t conflicts, catchups, quorum_failures, tomb_expiries, parked;
 	uint64_t writes, acked, pulls, applied, dropped, delayed, stale, refused, link_errors,
 		crashes, power_cuts, flush_cuts, destroyed, partitions, gcs, unavailable, unparked, missing, backups,
-		restores, regressions, moves, connects, resolves;
+		restores, regressions, moves, connects, resolves, rotted, scrub_found, repaired, gc_stopped;
 } counters;
 
 static struct sim {
@@ -530,8 +533,13 @@ static int fetch_tree(fetch_ctx *f, const uint8_t id[HASH_LEN], unsigned depth)
 	buf nb, cb;
 	buf_init(&nb, TREE_NODE_MAX);
 	buf_init(&cb, CDC_MAX);
-	if ((rc = store_get_chunk(f->src, id, &nb)))
+	if ((rc = store_get_chunk(f->src, id, &nb))) {
+		/* A copy that does not verify is forgotten at the source and
+		 * answered MISSING (session.c do_read): the record parks. */
+		if (rc == SS_ECORRUPT)
+			rc = store_forget(f->src, id) ? rc : SS_ENOENT;
 		goto out;
+	}
 	tree_node nd;
 	if ((rc = tree_node_decode(nb.p, nb.len, &nd)))
 		goto out;
@@ -553,6 +561,8 @@ static int fetch_tree(fetch_ctx *f, const uint8_t id[HASH_LEN], unsigned depth)
 		}
 		if (!(rc = store_get_chunk(f->src, e.id, &cb)))
 			rc = store_put_chunk(f->dst, e.id, cb.p, cb.len);
+		else if (rc == SS_ECORRUPT && !store_forget(f->src, e.id))
+			missing = SS_ENOENT, rc = 0;
 		else if (rc == SS_ENOENT)
 			missing = rc, rc = 0;
 	}
@@ -601,6 +611,8 @@ static int stop_inside_flush(void *ctx)
 }
 
 static void srv_stop(int i, bool power_cut);
+
+static void gc(int i);
 
 /* ---- the links: what peer.c's link threads do, as function calls ---- */
 
@@ -798,10 +810,8 @@ static void fetch(int a, int b)
 	/* Now and then garbage is collected between the fetch and the apply
 	 * (the server's maintenance thread runs any time): the lease keeps
 	 * the fetched chunks, which no version references yet. */
-	if (chance(10)) {
-		MUST(store_gc(A->st, NULL));
-		S.c.gcs++;
-	}
+	if (chance(10))
+		gc(a);
 	repl_act next;
 	repl_outcome out = {0};
 	arm_cut(a);
@@ -869,6 +879,65 @@ static uint64_t parked_at(int i)
 
 /* ---- housekeeping (maint.c) ---- */
 
+/* store_gc on server i.  GC stops while a kept tree has a rotten node or
+ * lacks one (forgotten as corrupt, not repaired yet): the server's
+ * maintenance logs that and tries again later, as here.  Any other error
+ * fails the run. */
+static void gc(int i)
+{
+	int rc = store_gc(S.s[i].st, NULL);
+	S.c.gcs++;
+	if (!rc)
+		return;
+	unsigned nwant = 0;
+	uint8_t one[HASH_LEN];
+	MUST(store_wanted(S.s[i].st, one, 1, &nwant));
+	if (!nwant && !S.s[i].rotted)
+		fail("store", "server %d: store_gc: %s", i, ss_errmsg(rc));
+	S.c.gc_stopped++;
+}
+
+/* maint.c scrub_main: re-hash every stored chunk; those that do not verify
+ * are forgotten (store_scrub) and fetched again from a peer whose copy
+ * verifies (peers_repair: each reachable peer in turn). */
+static void scrub(int i)
+{
+	server *s = &S.s[i];
+	enum { MAXBAD = 64 };
+	uint8_t cursor[HASH_LEN] = {0}, bad[MAXBAD * HASH_LEN];
+	store_scrub_result r;
+	MUST(store_scrub(s->st, cursor, UINT64_MAX, bad, MAXBAD, &r));
+	if (!r.done)
+		fail("scrub", "server %d: a whole pass did not finish", i);
+	S.c.scrub_found += r.nbad;
+	/* What it forgot now and what is still wanted from before (the store
+	 * keeps the list across restarts): from each reachable peer in turn. */
+	unsigned nwant = 0;
+	MUST(store_wanted(s->st, bad, MAXBAD, &nwant));
+	buf b;
+	buf_init(&b, CDC_MAX);
+	unsigned left = 0;
+	for (unsigned k = 0; k < nwant; k++) {
+		const uint8_t *id = bad + (size_t)k * HASH_LEN;
+		bool done = false;
+		for (int j = 0; j < N && !done; j++)
+			if (j != i && S.s[j].up && !S.cut[i][j] && !store_get_chunk(S.s[j].st, id, &b)) {
+				MUST(store_put_chunk(s->st, id, b.p, b.len));
+				done = true;
+				S.c.repaired++;
+			}
+		left += !done;
+	}
+	buf_free(&b);
+	if (nwant)
+		MUST(store_flush(s->st));
+	if (S.verbose && nwant)
+		fprintf(stderr, "  %d scrub: %u bad, %u wanted, %u repaired\n", i, r.nbad, nwant, nwant - left);
+	/* Found and forgotten: no copy here serves rotten bytes.  Until the
+	 * repair, the copy counts as lost (destroy_disk and rot wait). */
+	s->rotted = left > 0;
+}
+
 static void housekeeping(int i)
 {
 	server *s = &S.s[i];
@@ -888,9 +957,9 @@ static void housekeeping(int i)
 	}
 	MUST(store_expire_tombstones(s->st, repl_expirable, &e, &tombs));
 	S.c.tomb_expiries += tombs;
+	scrub(i);
 	if (versions || tombs || chance(20)) {
-		MUST(store_gc(s->st, NULL));
-		S.c.gcs++;
+		gc(i);
 	}
 }
 
@@ -934,6 +1003,7 @@ static void backup(int i)
 	if (cp_r(S.s[i].dir, bak))
 		fail("setup", "cannot copy %s to %s", S.s[i].dir, bak);
 	S.s[i].has_backup = true;
+	S.s[i].bak_rotted = S.s[i].rotted;
 	S.c.backups++;
 	if (S.verbose)
 		fprintf(stderr, "  backup of %d\n", i);
@@ -955,6 +1025,7 @@ static void restore(int i)
 		fail("setup", "cannot restore %s from %s", S.s[i].dir, bak);
 	S.s[i].incarnation++;
 	S.s[i].rebuilding = true; /* like a destroyed disk: see client_write */
+	S.s[i].rotted = S.s[i].bak_rotted;
 	S.c.restores++;
 	if (S.verbose)
 		fprintf(stderr, "  %d restored from its backup\n", i);
@@ -976,13 +1047,82 @@ static void restarts(void)
 	}
 }
 
+/*
+ * Bitrot: a byte of a chunk's bytes flips in one of server i's segment
+ * files.  Only a chunk both other servers hold, and only while no disk is
+ * being rebuilt and no other rot is unrepaired: W=2 survives one lost copy
+ * (destroy_disk waits too).  The server's scrub, which runs continuously at
+ * a bounded rate, finds it within a few steps (run_scrubs).  Reads verify, so the rotten copy is never
+ * served: peers fetching it find it missing, the scrub in housekeeping
+ * forgets it and repairs it from a peer.
+ */
+static void rot(void)
+{
+	int i = (int)rn(N);
+	server *s = &S.s[i];
+	for (int j = 0; j < N; j++)
+		if (S.s[j].rebuilding || S.s[j].rotted)
+			return;
+	if (!s->up)
+		return;
+	char segdir[600], path[700];
+	snprintf(segdir, sizeof segdir, "%s/seg", s->dir);
+	DIR *d = opendir(segdir);
+	if (!d)
+		return;
+	char names[64][32];
+	unsigned nn = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && nn < 64)
+		if (strstr(de->d_name, ".seg") && strlen(de->d_name) < 32)
+			snprintf(names[nn++], 32, "%s", de->d_name);
+	closedir(d);
+	if (!nn)
+		return;
+	snprintf(path, sizeof path, "%s/%s", segdir, names[rn(nn)]);
+	FILE *f = fopen(path, "r+b");
+	if (!f)
+		return;
+	/* Walk the records; pick one of those some other server holds. */
+	uint8_t h[SEG_REC_HDR];
+	long off = SEG_FILE_HDR, pick = -1;
+	uint32_t pick_len = 0;
+	unsigned seen = 0;
+	buf b;
+	buf_init(&b, CDC_MAX);
+	while (!fseek(f, off, SEEK_SET) && fread(h, 1, sizeof h, f) == sizeof h && !memcmp(h, "SSCK", 4)) {
+		uint32_t len = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 24;
+		bool others = true;
+		for (int j = 0; j < N && others; j++)
+			others = j == i || (S.s[j].up && !store_get_chunk(S.s[j].st, h + 16, &b));
+		if (len && others && store_has(s->st, h + 16) == 1 && rn(++seen) == 0) {
+			pick = off;
+			pick_len = len;
+		}
+		off += SEG_REC_HDR + (long)len;
+	}
+	buf_free(&b);
+	if (pick >= 0) {
+		long at = pick + SEG_REC_HDR + (long)rn(pick_len);
+		int c;
+		if (!fseek(f, at, SEEK_SET) && (c = fgetc(f)) != EOF && !fseek(f, at, SEEK_SET) &&
+		    fputc(c ^ 0x10, f) != EOF) {
+			s->rotted = true;
+			S.c.rotted++;
+			if (S.verbose)
+				fprintf(stderr, "  bitrot on %d: %s offset %ld\n", i, path, at);
+		}
+	}
+	fclose(f);
+}
+
 static void destroy_disk(void)
 {
 	int i = (int)rn(N);
 	/* Model limit: W=2 survives one lost disk at a time.  A second disk
 	 * goes only once the first one's server caught up with everyone. */
 	for (int j = 0; j < N; j++)
-		if (S.s[j].rebuilding)
+		if (S.s[j].rebuilding || S.s[j].rotted)
 			return;
 	if (S.s[i].up)
 		srv_down(i);
@@ -1011,6 +1151,29 @@ static void partition(void)
 }
 
 /* ---- the checks ---- */
+
+/* Every node and data chunk under root reads back verified from st. */
+static bool tree_readable(store *st, const uint8_t root[HASH_LEN], unsigned depth)
+{
+	buf b;
+	buf_init(&b, CDC_MAX);
+	bool ok = depth <= TREE_MAX_LEVEL && !store_get_chunk(st, root, &b);
+	uint8_t node[TREE_NODE_MAX];
+	size_t len = b.len;
+	tree_node nd;
+	ok = ok && len <= TREE_NODE_MAX;
+	if (ok) {
+		memcpy(node, b.p, len);
+		ok = !tree_node_decode(node, len, &nd);
+	}
+	for (unsigned e = 0; ok && e < nd.count; e++) {
+		tree_entry te;
+		tree_node_entry(&nd, e, &te);
+		ok = nd.level > 1 ? tree_readable(st, te.id, depth + 1) : !store_get_chunk(st, te.id, &b);
+	}
+	buf_free(&b);
+	return ok;
+}
 
 typedef struct listing {
 	record *v;
@@ -1263,17 +1426,12 @@ static void check_all(void)
 			     memcmp(st[i].digest, st[0].digest, HASH_LEN) ? "differ" : "equal", detail);
 		}
 	}
-	/* Every live tree complete and readable everywhere. */
+	/* Every live tree complete and readable everywhere: walked and read
+	 * (node marks are only hints; a forgotten chunk resets them all). */
 	for (int i = 0; i < N; i++)
-		for (unsigned k = 0; k < l[0].n; k++) {
-			buf b;
-			buf_init(&b, TREE_NODE_MAX);
-			int rc = store_has_node(S.s[i].st, l[0].v[k].root);
-			int rc2 = rc == 1 ? store_get_chunk(S.s[i].st, l[0].v[k].root, &b) : 0;
-			buf_free(&b);
-			if (rc != 1 || rc2)
+		for (unsigned k = 0; k < l[0].n; k++)
+			if (!l[0].v[k].deleted && !tree_readable(S.s[i].st, l[0].v[k].root, 0))
 				fail("chunks", "server %d cannot read the tree of %s", i, l[0].v[k].path);
-		}
 	for (int i = 0; i < N; i++)
 		free(l[i].v);
 	check_acks(S.s[0].st);
@@ -1382,7 +1540,14 @@ static int run(uint64_t seed, unsigned steps)
 			destroy_disk();
 		} else if (r < 960) {
 			link_step((int)rn(N), (int)rn(N), true);
+		} else if (r < 966) {
+			rot();
 		}
+		/* The scrub thread runs all the time: a rotten copy is found
+		 * (and repaired) within a few steps. */
+		for (int i = 0; i < N; i++)
+			if (S.s[i].up && S.s[i].rotted && chance(30))
+				scrub(i);
 		restarts();
 		quorum_update();
 	}
@@ -1485,7 +1650,8 @@ int main(int argc, char **argv)
 	       "%llu batches refused as expected, %llu link errors; %llu crashes (%llu power cuts, %llu inside a "
 	       "flush), %llu disks destroyed, %llu partitions, %llu GCs; %llu chunks missing at a source, %llu "
 	       "parked records applied in %llu tries; %llu backups, %llu restored (%llu logs found gone back); %llu "
-	       "moves; %llu link connects\n",
+	       "moves; %llu link connects; %llu bytes rotted, %llu bad chunks found by scrub, %llu repaired "
+	       "from a peer, %llu GCs stopped by a rotten or missing node\n",
 	       (unsigned long long)total.writes, (unsigned long long)total.acked,
 	       (unsigned long long)total.unavailable, (unsigned long long)total.pulls,
 	       (unsigned long long)total.applied, (unsigned long long)total.dropped,
@@ -1497,14 +1663,16 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.gcs, (unsigned long long)total.missing, (unsigned long long)total.unparked,
 	       (unsigned long long)total.resolves, (unsigned long long)total.backups, (unsigned long long)total.restores,
 	       (unsigned long long)total.regressions, (unsigned long long)total.moves,
-	       (unsigned long long)total.connects);
+	       (unsigned long long)total.connects, (unsigned long long)total.rotted,
+	       (unsigned long long)total.scrub_found, (unsigned long long)total.repaired,
+	       (unsigned long long)total.gc_stopped);
 	if (failed) {
 		printf("sim: %u of %llu seeds FAILED (each printed above with its seed)\n", failed,
 		       (unsigned long long)nseeds);
 		return 1;
 	}
 	if (!one && (!total.conflicts || !total.catchups || !total.quorum_failures || !total.tomb_expiries ||
-		     !total.parked || !total.resolves)) {
+		     !total.parked || !total.resolves || !total.scrub_found)) {
 		printf("sim: FAILED: a counter above is zero — the run did not exercise it\n");
 		return 1;
 	}

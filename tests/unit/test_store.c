@@ -1040,6 +1040,53 @@ static void test_permission_denied(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* A chunk found corrupt and forgotten is wanted again until it is indexed
+ * again, across restarts; garbage collection drops wants nothing reaches. */
+static void test_wanted_survives_restart(void **state)
+{
+	store *st = open_ok();
+	chunk_t a = mk_chunk(70, 4000), b = mk_chunk(71, 5000);
+	put_ok(st, &a);
+	put_ok(st, &b);
+	assert_int_equal(store_flush(st), 0);
+	uint8_t ids[4 * HASH_LEN];
+	unsigned n = 9;
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_forget(st, a.id), 0);
+	assert_int_equal(store_has(st, a.id), 0);
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 1);
+	assert_memory_equal(ids, a.id, HASH_LEN);
+	store_close(st);
+	st = open_ok();
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 1); /* still wanted after a restart */
+	/* Stored again (a repair): wanted no more, for good. */
+	put_ok(st, &a);
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 1); /* not before it is durable */
+	assert_int_equal(store_flush(st), 0);
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 0);
+	store_close(st);
+	st = open_ok();
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 0);
+	get_ok(st, &a);
+	/* b belongs to no version: once forgotten, GC finds nothing that
+	 * reaches it and drops the want. */
+	assert_int_equal(store_forget(st, b.id), 0);
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_gc(st, NULL), 0);
+	assert_int_equal(store_wanted(st, ids, 4, &n), 0);
+	assert_int_equal(n, 0);
+	store_close(st);
+	free(a.data);
+	free(b.data);
+}
+
 /* A full disk, simulated with RLIMIT_FSIZE (writes past it fail with
  * EFBIG, which the store reports as no space). */
 static void test_disk_full(void **state)
@@ -1377,6 +1424,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_format_refuses_newer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permission_denied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wanted_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_fsync_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_commit_failure, setup, teardown),
