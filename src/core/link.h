@@ -40,7 +40,7 @@ typedef enum {
 	LINK_CONNECT, /* open the link: connect, TLS, check the peer, JOIN */
 	LINK_PULL,    /* one PULL held at most wait_ms; apply its batch */
 	LINK_RESOLVE, /* try the parked records through this link's peer */
-	LINK_SLEEP,   /* nothing to do for wait_ms (or until the view changes) */
+	LINK_SLEEP,   /* idle for wait_ms (or until the view changes) */
 } repl_link_act;
 
 typedef struct repl_link_step {
@@ -74,7 +74,7 @@ typedef struct repl_link {
 
 /* A link that has never connected: the first step is LINK_CONNECT. */
 void repl_link_init(repl_link *l);
-/* What to do now.  LINK_RESOLVE is chosen at most once per answered PULL. */
+/* The step due now.  LINK_RESOLVE is chosen at most once per answered PULL. */
 repl_link_step repl_link_next(repl_link *l, const repl_view *v, int64_t now_ms);
 void repl_link_connected(repl_link *l);
 /* The connect failed or the link broke (error, timeout, the peer went).

@@ -2916,6 +2916,32 @@ static int db_pending_add(store *st, const record *r, uint64_t peer, uint64_t in
 	return db_step_done(st, s, "cannot park a record");
 }
 
+/* An apply's frame, shared by store_apply_remote and store_apply_pending:
+ * its scratch, the database lock and one transaction (begun, or *rc). */
+static apply_scratch *apply_begin(store *st, int *rc)
+{
+	apply_scratch *a = xcalloc(1, sizeof *a);
+	a->node = store_node(st);
+	pthread_mutex_lock(&st->db_mu);
+	*rc = db_begin(st);
+	return a;
+}
+
+/* Commit (or, after an error, roll back), unlock, and report. */
+static int apply_end(store *st, apply_scratch *a, int rc, const char *what, store_applied *out)
+{
+	if (!rc)
+		rc = db_commit(st, what);
+	if (rc)
+		db_rollback(st);
+	pthread_mutex_unlock(&st->db_mu);
+	apply_unmark(st, a);
+	if (!rc && out)
+		*out = a->n;
+	free(a);
+	return rc;
+}
+
 int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t peer, uint64_t index_id,
 		       uint64_t peer_seq, store_decide_fn decide, void *ctx, store_applied *out)
 {
@@ -2926,11 +2952,7 @@ int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t pee
 		rc = rec_check_received(&remote[i]);
 	if (rc || (rc = store_flush(st)))
 		return rc;
-	apply_scratch *a = xcalloc(1, sizeof *a);
-	a->node = store_node(st);
-	pthread_mutex_lock(&st->db_mu);
-	if ((rc = db_begin(st)))
-		goto out;
+	apply_scratch *a = apply_begin(st, &rc);
 	for (unsigned i = 0; i < n && rc >= 0; i++) {
 		rc = db_apply_received(st, &remote[i], peer, decide, ctx, a);
 		if (rc == APPLY_PARKED) {
@@ -2942,17 +2964,7 @@ int store_apply_remote(store *st, const record *remote, unsigned n, uint64_t pee
 	 * always kept), so the peer can tell its log still has it there. */
 	if (!rc)
 		rc = db_cursor_set(st, peer, index_id, peer_seq, n ? store_rec_fp(&remote[n - 1]) : 0);
-	if (!rc)
-		rc = db_commit(st, "cannot apply records");
-out:
-	if (rc)
-		db_rollback(st);
-	pthread_mutex_unlock(&st->db_mu);
-	apply_unmark(st, a);
-	if (!rc && out)
-		*out = a->n;
-	free(a);
-	return rc;
+	return apply_end(st, a, rc, "cannot apply records", out);
 }
 
 /* ---- pending records ---- */
@@ -3006,11 +3018,7 @@ int store_apply_pending(store *st, const store_pending *p, unsigned n, store_dec
 	int rc = store_flush(st);
 	if (rc)
 		return rc;
-	apply_scratch *a = xcalloc(1, sizeof *a);
-	a->node = store_node(st);
-	pthread_mutex_lock(&st->db_mu);
-	if ((rc = db_begin(st)))
-		goto out;
+	apply_scratch *a = apply_begin(st, &rc);
 	for (unsigned i = 0; i < n && rc >= 0; i++) {
 		/* Taken by another call already?  Its row is gone. */
 		sqlite3_stmt *d = st->q[Q_PEND_DEL];
@@ -3037,17 +3045,7 @@ int store_apply_pending(store *st, const store_pending *p, unsigned n, store_dec
 			rc = 0;
 		}
 	}
-	if (!rc)
-		rc = db_commit(st, "cannot apply pending records");
-out:
-	if (rc)
-		db_rollback(st);
-	pthread_mutex_unlock(&st->db_mu);
-	apply_unmark(st, a);
-	if (!rc && out)
-		*out = a->n;
-	free(a);
-	return rc;
+	return apply_end(st, a, rc, "cannot apply pending records", out);
 }
 
 uint64_t store_rec_fp(const record *r)

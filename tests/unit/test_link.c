@@ -14,8 +14,7 @@
 #include "core/link.h"
 #include "core/repl.h"
 #include "store/store.h"
-
-static char root_dir[] = "/tmp/ss_test_link_XXXXXX";
+#include "store_fixture.h"
 
 static const repl_view calm = {0};
 
@@ -209,42 +208,6 @@ static void test_acks_full_table_reuses(void **state)
 
 /* ---- one PULL over real stores ---- */
 
-static store *open_store(const char *name, uint64_t node)
-{
-	char dir[256];
-	snprintf(dir, sizeof dir, "%s/%s", root_dir, name);
-	store *st;
-	assert_int_equal(store_open(dir, &st), 0);
-	store_set_node(st, node);
-	return st;
-}
-
-/* A one-chunk file's tree, stored; r gets its root and size. */
-static void put_tree(store *st, const char *content, record *r)
-{
-	tree_entry e;
-	size_t n = strlen(content);
-	sha256(content, n, e.id);
-	e.size = n;
-	assert_int_equal(store_put_chunk(st, e.id, content, n), 0);
-	uint8_t node[TREE_NODE_MAX];
-	size_t len = tree_node_encode(1, &e, 1, node);
-	sha256(node, len, r->root);
-	assert_int_equal(store_put_node(st, r->root, node, len), 0);
-	r->size = n;
-}
-
-static record commit_file(store *st, const char *path, const char *content)
-{
-	record r;
-	memset(&r, 0, sizeof r);
-	snprintf(r.path, sizeof r.path, "%s", path);
-	r.mode = 0644;
-	put_tree(st, content, &r);
-	assert_int_equal(store_commit(st, &r), 0);
-	return r;
-}
-
 static uint64_t fp_at(store *st, uint64_t seq)
 {
 	record at;
@@ -255,8 +218,8 @@ static uint64_t fp_at(store *st, uint64_t seq)
 static void test_serve_pull(void **state)
 {
 	(void)state;
-	store *st = open_store("serve", 0x2222);
-	record a = commit_file(st, "a", "alpha"), b = commit_file(st, "b", "beta");
+	store *st = fx_open("serve", 0x2222);
+	record a = fx_commit(st, "a", "alpha", NULL), b = fx_commit(st, "b", "beta", NULL);
 	uint64_t idx = store_index_id(st);
 	repl_pull_plan p;
 
@@ -298,14 +261,14 @@ static void test_serve_pull(void **state)
 static void test_pull_request_from_cursor(void **state)
 {
 	(void)state;
-	store *src = open_store("req_src", 0x3333), *dst = open_store("req_dst", 0x4444);
+	store *src = fx_open("req_src", 0x3333), *dst = fx_open("req_dst", 0x4444);
 	repl_pull_req rq;
 	assert_int_equal(repl_pull_request(dst, 0x3333, &rq), 0);
 	assert_true(rq.index_id == 0 && rq.after == 0 && rq.acked == 0 && rq.fp == 0);
-	record r = commit_file(src, "x", "xx");
+	record r = fx_commit(src, "x", "xx", NULL);
 	record recs[1];
 	assert_int_equal(store_version_at(src, r.seq, &recs[0]), 0);
-	put_tree(dst, "xx", &recs[0]);
+	fx_tree(dst, "xx", recs[0].root, &recs[0].size, NULL);
 	assert_int_equal(store_apply_remote(dst, recs, 1, 0x3333, store_index_id(src), r.seq, repl_decide, NULL, NULL),
 			 0);
 	assert_int_equal(repl_pull_request(dst, 0x3333, &rq), 0);
@@ -321,8 +284,6 @@ static void test_pull_request_from_cursor(void **state)
 
 int main(void)
 {
-	if (!mkdtemp(root_dir))
-		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_connect_backoff_doubles_to_a_second),
 		cmocka_unit_test(test_pull_hold),
@@ -334,10 +295,5 @@ int main(void)
 		cmocka_unit_test(test_serve_pull),
 		cmocka_unit_test(test_pull_request_from_cursor),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root_dir);
-	if (system(cmd))
-		rc = rc ? rc : 1;
-	return rc;
+	return fx_run("link", tests, sizeof tests / sizeof *tests);
 }

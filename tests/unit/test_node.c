@@ -13,43 +13,10 @@
 
 #include "core/node.h"
 #include "store/store.h"
-
-static char root_dir[] = "/tmp/ss_test_node_XXXXXX";
+#include "store_fixture.h"
 
 #define P1 0x1000000000000001ULL
 #define P2 0x2000000000000002ULL
-
-static store *open_store(const char *name, uint64_t node)
-{
-	char dir[256];
-	snprintf(dir, sizeof dir, "%s/%s", root_dir, name);
-	store *st;
-	assert_int_equal(store_open(dir, &st), 0);
-	store_set_node(st, node);
-	return st;
-}
-
-/* A one-chunk file committed at st; *chunk gets its data chunk's id. */
-static record commit_file(store *st, const char *path, const char *content, uint8_t chunk[HASH_LEN])
-{
-	record r;
-	memset(&r, 0, sizeof r);
-	snprintf(r.path, sizeof r.path, "%s", path);
-	r.mode = 0644;
-	tree_entry e;
-	size_t n = strlen(content);
-	sha256(content, n, e.id);
-	e.size = n;
-	memcpy(chunk, e.id, HASH_LEN);
-	assert_int_equal(store_put_chunk(st, e.id, content, n), 0);
-	uint8_t node[TREE_NODE_MAX];
-	size_t len = tree_node_encode(1, &e, 1, node);
-	sha256(node, len, r.root);
-	assert_int_equal(store_put_node(st, r.root, node, len), 0);
-	r.size = n;
-	assert_int_equal(store_commit(st, &r), 0);
-	return r;
-}
 
 /* What a link's FETCH does: copy each root's tree (one level) from src;
  * with skip, all but that data chunk (the peer lacks it). */
@@ -118,20 +85,50 @@ static void connect_link(repl_node *n, unsigned i, uint64_t peer, repl_act *act)
 	assert_int_equal(act->wait_ms, 0); /* a fresh connection's first PULL is not held */
 }
 
+/* Two peers s1 and s2, each with a file of its own (a, b); our core over
+ * me with a link to each, connected, each link's first PULL answered. */
+typedef struct two_links {
+	store *s1, *s2, *me;
+	repl_node *n;
+	repl_act a0, a1;
+	batch b0, b1;
+} two_links;
+
+static void two_links_open(two_links *f, const char *name)
+{
+	char d[64];
+	snprintf(d, sizeof d, "%s_s1", name);
+	f->s1 = fx_open(d, P1);
+	snprintf(d, sizeof d, "%s_s2", name);
+	f->s2 = fx_open(d, P2);
+	snprintf(d, sizeof d, "%s_me", name);
+	f->me = fx_open(d, 0x99);
+	fx_commit(f->s1, "a", "from one", NULL);
+	fx_commit(f->s2, "b", "from two", NULL);
+	f->n = repl_node_new(f->me, 2);
+	connect_link(f->n, 0, P1, &f->a0);
+	connect_link(f->n, 1, P2, &f->a1);
+	answer(f->s1, &f->a0, &f->b0);
+	answer(f->s2, &f->a1, &f->b1);
+}
+
+static void two_links_close(two_links *f)
+{
+	repl_node_free(f->n);
+	store_close(f->s1);
+	store_close(f->s2);
+	store_close(f->me);
+}
+
 static void test_one_fetch_at_a_time(void **state)
 {
 	(void)state;
-	store *s1 = open_store("turn_s1", P1), *s2 = open_store("turn_s2", P2), *me = open_store("turn_me", 0x99);
-	uint8_t c[HASH_LEN];
-	commit_file(s1, "a", "from one", c);
-	commit_file(s2, "b", "from two", c);
-	repl_node *n = repl_node_new(me, 2);
-	repl_act a0, a1, act;
-	connect_link(n, 0, P1, &a0);
-	connect_link(n, 1, P2, &a1);
-	batch b0, b1;
-	answer(s1, &a0, &b0);
-	answer(s2, &a1, &b1);
+	two_links f;
+	two_links_open(&f, "turn");
+	repl_node *n = f.n;
+	store *s1 = f.s1, *s2 = f.s2, *me = f.me;
+	repl_act a0 = f.a0, a1 = f.a1, act;
+	batch b0 = f.b0, b1 = f.b1;
 	repl_outcome out;
 	assert_int_equal(repl_node_pulled(n, 0, b0.recs, b0.n, &b0.pulled, 0, &a0, &out), 0);
 	assert_int_equal(a0.kind, ACT_FETCH);
@@ -159,27 +156,19 @@ static void test_one_fetch_at_a_time(void **state)
 	record r;
 	assert_int_equal(store_lookup(me, "a", &r), 0);
 	assert_int_equal(store_lookup(me, "b", &r), 0);
-	repl_node_free(n);
-	store_close(s1);
-	store_close(s2);
-	store_close(me);
+	two_links_close(&f);
 }
 
 /* A link that breaks while it fetches passes the turn on. */
 static void test_failed_fetch_passes_turn(void **state)
 {
 	(void)state;
-	store *s1 = open_store("fail_s1", P1), *s2 = open_store("fail_s2", P2), *me = open_store("fail_me", 0x99);
-	uint8_t c[HASH_LEN];
-	commit_file(s1, "a", "one", c);
-	commit_file(s2, "b", "two", c);
-	repl_node *n = repl_node_new(me, 2);
-	repl_act a0, a1, act;
-	connect_link(n, 0, P1, &a0);
-	connect_link(n, 1, P2, &a1);
-	batch b0, b1;
-	answer(s1, &a0, &b0);
-	answer(s2, &a1, &b1);
+	two_links f;
+	two_links_open(&f, "fail");
+	repl_node *n = f.n;
+	store *me = f.me;
+	repl_act a0 = f.a0, a1 = f.a1, act;
+	batch b0 = f.b0, b1 = f.b1;
 	assert_int_equal(repl_node_pulled(n, 0, b0.recs, b0.n, &b0.pulled, 0, &a0, NULL), 0);
 	assert_int_equal(repl_node_pulled(n, 1, b1.recs, b1.n, &b1.pulled, 0, &a1, NULL), 0);
 	assert_int_equal(a1.kind, ACT_WAIT);
@@ -194,10 +183,7 @@ static void test_failed_fetch_passes_turn(void **state)
 	uint64_t idx, cur;
 	assert_int_equal(store_cursor_get(me, P1, &idx, &cur), 0);
 	assert_int_equal(cur, 0);
-	repl_node_free(n);
-	store_close(s1);
-	store_close(s2);
-	store_close(me);
+	two_links_close(&f);
 }
 
 /* A record whose peer lacks a chunk is parked; the next link's try of the
@@ -205,12 +191,12 @@ static void test_failed_fetch_passes_turn(void **state)
 static void test_parked_record_comes_through_another_link(void **state)
 {
 	(void)state;
-	store *s1 = open_store("park_s1", P1), *s2 = open_store("park_s2", P2), *me = open_store("park_me", 0x99);
+	store *s1 = fx_open("park_s1", P1), *s2 = fx_open("park_s2", P2), *me = fx_open("park_me", 0x99);
 	uint8_t chunk[HASH_LEN];
-	record r1 = commit_file(s1, "f", "the content", chunk);
+	record r1 = fx_commit(s1, "f", "the content", chunk);
 	/* s2 holds the same tree (and so can supply it), under its own log. */
 	uint8_t c2[HASH_LEN];
-	commit_file(s2, "g", "the content", c2);
+	fx_commit(s2, "g", "the content", c2);
 	repl_node *n = repl_node_new(me, 2);
 	repl_act a0, a1;
 	connect_link(n, 0, P1, &a0);
@@ -260,10 +246,10 @@ static void test_parked_record_comes_through_another_link(void **state)
 static void test_refused_batch(void **state)
 {
 	(void)state;
-	store *s1 = open_store("refuse_s1", P1), *me = open_store("refuse_me", 0x99);
+	store *s1 = fx_open("refuse_s1", P1), *me = fx_open("refuse_me", 0x99);
 	uint8_t c[HASH_LEN];
-	commit_file(s1, "a", "one", c);
-	commit_file(s1, "b", "two", c);
+	fx_commit(s1, "a", "one", c);
+	fx_commit(s1, "b", "two", c);
 	repl_node *n = repl_node_new(me, 1);
 	repl_act a0;
 	connect_link(n, 0, P1, &a0);
@@ -286,18 +272,11 @@ static void test_refused_batch(void **state)
 
 int main(void)
 {
-	if (!mkdtemp(root_dir))
-		return 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_fetch_at_a_time),
 		cmocka_unit_test(test_failed_fetch_passes_turn),
 		cmocka_unit_test(test_parked_record_comes_through_another_link),
 		cmocka_unit_test(test_refused_batch),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root_dir);
-	if (system(cmd))
-		rc = rc ? rc : 1;
-	return rc;
+	return fx_run("node", tests, sizeof tests / sizeof *tests);
 }

@@ -16,33 +16,15 @@
 #include "core/repl.h"
 #include "core/resolve.h"
 #include "store/store.h"
+#include "store_fixture.h"
 
-static char root_dir[] = "/tmp/ss_test_repl_XXXXXX";
-
-static store *open_store(const char *name)
-{
-	char dir[256];
-	snprintf(dir, sizeof dir, "%s/%s", root_dir, name);
-	store *st;
-	assert_int_equal(store_open(dir, &st), 0);
-	store_set_node(st, 0x1111);
-	return st;
-}
+static store *open_store(const char *name) { return fx_open(name, 0x1111); }
 
 /* Store one file's tree (a single data chunk under a level-1 node) and
  * return its root; size set to the content length. */
 static void put_tree(store *st, const char *content, uint8_t root[HASH_LEN], uint64_t *size)
 {
-	tree_entry e;
-	size_t n = strlen(content);
-	sha256(content, n, e.id);
-	e.size = n;
-	assert_int_equal(store_put_chunk(st, e.id, content, n), 0);
-	uint8_t node[TREE_NODE_MAX];
-	size_t len = tree_node_encode(1, &e, 1, node);
-	sha256(node, len, root);
-	assert_int_equal(store_put_node(st, root, node, len), 0);
-	*size = n;
+	fx_tree(st, content, root, size, NULL);
 }
 
 /* A level-1 node over TREE_MAX_FANOUT small chunks: a commit's walk of it
@@ -244,7 +226,7 @@ static void test_cursor_table_added_to_old_directory(void **state)
 	store *st = open_store("cur_old");
 	store_close(st);
 	char path[300];
-	snprintf(path, sizeof path, "%s/cur_old/meta.db", root_dir);
+	snprintf(path, sizeof path, "%s/cur_old/meta.db", fx_dir);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP TABLE cursors", NULL, NULL, NULL), SQLITE_OK);
@@ -265,13 +247,13 @@ static void test_format_1_upgraded(void **state)
 	store *st = open_store("fmt1");
 	store_close(st);
 	char path[300];
-	snprintf(path, sizeof path, "%s/fmt1/meta.db", root_dir);
+	snprintf(path, sizeof path, "%s/fmt1/meta.db", fx_dir);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "DROP TABLE pending; ALTER TABLE cursors DROP COLUMN fp", NULL, NULL, NULL),
 			 SQLITE_OK);
 	sqlite3_close(db);
-	snprintf(path, sizeof path, "%s/fmt1/FORMAT", root_dir);
+	snprintf(path, sizeof path, "%s/fmt1/FORMAT", fx_dir);
 	assert_int_equal(write_file_atomic(path, "syncstore-store 1\n", 18, 0644), 0);
 	st = open_store("fmt1");
 	uint64_t n = 99;
@@ -762,7 +744,7 @@ static void test_wiped_store_counters_stay_ahead(void **state)
 	uint64_t before = vv_get(&r.vv, 0x1111);
 	store_close(st);
 	char cmd[400];
-	snprintf(cmd, sizeof cmd, "rm -rf %s/wiped", root_dir);
+	snprintf(cmd, sizeof cmd, "rm -rf %s/wiped", fx_dir);
 	assert_int_equal(system(cmd), 0);
 	st = open_store("wiped");
 	record w = mkrec("p", 0, 0);
@@ -1180,13 +1162,13 @@ static int teardown(void **state)
 {
 	(void)state;
 	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root_dir);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", fx_dir);
 	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
 {
-	if (!mkdtemp(root_dir))
+	if (!mkdtemp(fx_dir))
 		return 1;
 	log_level = LOG_ERR;
 	const struct CMUnitTest tests[] = {
